@@ -1,0 +1,52 @@
+"""The ``harness`` command line: one subcommand per module, each with ``add_arguments`` and ``run``.
+
+Exit codes: 0 ok; 1 a regression (compare) or a failed cell (run); 2 bad usage or input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from harness import __version__
+from harness.errors import EXIT_USAGE, HarnessError
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    "list": ("harness.commands.list_plugins", "show datasets, models, backends and broken plugins"),
+    "run": ("harness.commands.run", "run a suite and write a report folder"),
+    "compare": ("harness.commands.compare", "compare two runs; exit 1 on a real regression"),
+    "report": ("harness.commands.report", "rebuild every report output of a run folder"),
+    "merge": ("harness.commands.merge", "join runs made on different machines"),
+    "data": ("harness.commands.data", "where datasets live; fetch and verify them"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="harness",
+        description="Benchmark CNN inference on Keras and ONNX Runtime through plugins.",
+        epilog="Exit codes: 0 ok, 1 regression or failed cell, 2 usage or input error.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (module_name, help_text) in COMMANDS.items():
+        module = importlib.import_module(module_name)
+        command_parser = sub.add_parser(name, help=help_text, description=module.__doc__)
+        module.add_arguments(command_parser)
+        command_parser.set_defaults(handler=module.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except HarnessError as exc:
+        print(f"harness {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"harness {args.command}: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,196 @@
+"""Suites: TOML files that say what a run measures. Built-in ones ship in ``harness/suites``."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from harness.errors import SuiteError
+
+BUILTIN_SUITES = ("smoke", "quick", "book")
+
+
+@dataclass(frozen=True)
+class TrainingRecipe:
+    """How models are trained (the book's recipe by default: Adam, 1e-4, batch 50)."""
+
+    learning_rate: float = 1e-4
+    batch_size: int = 50
+    dropout: float = 0.5
+    steps: dict[str, int] = field(default_factory=lambda: {"default": 1000})
+    """Step budget; keys looked up as ``dataset.variant``, ``variant``, ``dataset``, ``default``."""
+    train_subset: int = 0
+    """Train on only the first N training images (0: all of them)."""
+
+    def steps_for(self, dataset: str, variant: str) -> int:
+        for key in (f"{dataset}.{variant}", variant, dataset, "default"):
+            if key in self.steps:
+                return self.steps[key]
+        raise SuiteError(f"training.steps has no entry for {dataset}.{variant} and no 'default'")
+
+
+@dataclass(frozen=True)
+class LatencyConfig:
+    """The dual stopping rule: at least N iterations AND at least T seconds, with a cap."""
+
+    warmup_iterations: int = 10
+    warmup_seconds: float = 0.5
+    min_iterations: int = 100
+    min_seconds: float = 2.0
+    max_iterations: int = 100_000
+    max_seconds: float = 60.0
+
+
+@dataclass(frozen=True)
+class Suite:
+    """Everything a run measures: the plan's axes and how to train and time."""
+
+    name: str
+    description: str = ""
+    datasets: tuple[str, ...] = ("mnist", "cifar10")
+    models: tuple[str, ...] = ("book_cnn",)
+    variants: tuple[str, ...] = ("pool", "nopool")
+    backends: tuple[str, ...] = ("keras", "onnxruntime")
+    devices: tuple[str, ...] = ("cpu",)
+    batch_sizes: tuple[int, ...] = (1, 32)
+    seed: int = 0
+    test_subset: int = 0
+    """Measure accuracy on only the first N test images (0: the full test set)."""
+    worker_timeout_s: float = 1800.0
+    synthetic_data: bool = False
+    """Use tiny generated data in the canonical formats instead of a data folder (CI, tests)."""
+    training: TrainingRecipe = field(default_factory=TrainingRecipe)
+    latency: LatencyConfig = field(default_factory=LatencyConfig)
+    backend_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Per-backend settings, e.g. ``{"onnxruntime": {"intra_op_threads": 2}}``."""
+    source: str = "<defaults>"
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready form, recorded with every run."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, TrainingRecipe | LatencyConfig):
+                value = {g.name: getattr(value, g.name) for g in fields(value)}
+            elif isinstance(value, tuple):
+                value = list(value)
+            out[f.name] = value
+        return out
+
+
+_TOP_TYPES: dict[str, tuple[type, ...]] = {
+    "name": (str,),
+    "description": (str,),
+    "datasets": (list,),
+    "models": (list,),
+    "variants": (list,),
+    "backends": (list,),
+    "devices": (list,),
+    "batch_sizes": (list,),
+    "seed": (int,),
+    "test_subset": (int,),
+    "worker_timeout_s": (int, float),
+    "synthetic_data": (bool,),
+    "training": (dict,),
+    "latency": (dict,),
+    "backend_options": (dict,),
+}
+
+
+def _check_type(source: str, key: str, value: Any, allowed: tuple[type, ...]) -> None:
+    # bool is an int in Python; a suite saying `seed = true` is still wrong.
+    is_wrong_bool = isinstance(value, bool) and bool not in allowed
+    if is_wrong_bool or not isinstance(value, allowed):
+        names = " or ".join(t.__name__ for t in allowed)
+        raise SuiteError(f"{source}: key {key!r} must be {names}, got {value!r}")
+
+
+def _section(source: str, prefix: str, data: dict[str, Any], cls: type) -> Any:
+    known = {f.name: f for f in fields(cls)}
+    defaults = cls()
+    values: dict[str, Any] = {}
+    for key, value in data.items():
+        if key not in known:
+            raise SuiteError(
+                f"{source}: unknown key {prefix}.{key!r}; allowed: {', '.join(sorted(known))}"
+            )
+        default = getattr(defaults, key)
+        if isinstance(default, dict):
+            _check_type(source, f"{prefix}.{key}", value, (dict, int))
+            if isinstance(value, int):
+                value = {"default": value}
+            for sub, n in value.items():
+                _check_type(source, f"{prefix}.{key}.{sub}", n, (int,))
+        elif isinstance(default, float):
+            _check_type(source, f"{prefix}.{key}", value, (int, float))
+            value = float(value)
+        else:
+            _check_type(source, f"{prefix}.{key}", value, (type(default),))
+        if isinstance(value, int | float) and not isinstance(value, bool) and value < 0:
+            raise SuiteError(f"{source}: {prefix}.{key} must not be negative, got {value}")
+        values[key] = value
+    return cls(**values)
+
+
+def parse_suite(data: dict[str, Any], source: str) -> Suite:
+    """Validate a suite's TOML content; errors name the source, the key and what is allowed."""
+    values: dict[str, Any] = {"source": source}
+    for key, value in data.items():
+        if key not in _TOP_TYPES:
+            raise SuiteError(
+                f"{source}: unknown key {key!r}; allowed: {', '.join(sorted(_TOP_TYPES))}"
+            )
+        _check_type(source, key, value, _TOP_TYPES[key])
+        if key == "training":
+            value = _section(source, "training", value, TrainingRecipe)
+        elif key == "latency":
+            value = _section(source, "latency", value, LatencyConfig)
+        elif key == "batch_sizes":
+            if not value or not all(
+                isinstance(b, int) and not isinstance(b, bool) and b > 0 for b in value
+            ):
+                raise SuiteError(f"{source}: batch_sizes must be positive integers, got {value!r}")
+            value = tuple(value)
+        elif isinstance(value, list):
+            if not value or not all(isinstance(v, str) for v in value):
+                raise SuiteError(
+                    f"{source}: {key} must be a non-empty list of names, got {value!r}"
+                )
+            value = tuple(value)
+        values[key] = value
+    if "name" not in values:
+        raise SuiteError(f"{source}: key 'name' is required")
+    return Suite(**values)
+
+
+def load_suite(name_or_path: str) -> Suite:
+    """Load a built-in suite by name, or a user's suite from a ``.toml`` path."""
+    if name_or_path in BUILTIN_SUITES:
+        text = resources.files("harness.suites").joinpath(f"{name_or_path}.toml").read_text()
+        source = f"built-in suite {name_or_path!r}"
+    else:
+        path = Path(name_or_path)
+        if not path.is_file():
+            raise SuiteError(
+                f"suite {name_or_path!r} is neither a built-in suite "
+                f"({', '.join(BUILTIN_SUITES)}) nor an existing .toml file"
+            )
+        text = path.read_text()
+        source = str(path)
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise SuiteError(f"{source}: not valid TOML: {exc}") from None
+    return parse_suite(data, source)
+
+
+def override(suite: Suite, **changes: Any) -> Suite:
+    """Apply CLI overrides of single fields; ``None`` means "not given"."""
+    given = {key: value for key, value in changes.items() if value is not None}
+    training_steps = given.pop("steps", None)
+    if training_steps is not None:
+        given["training"] = replace(suite.training, steps={"default": training_steps})
+    return replace(suite, **given)

@@ -1,0 +1,1 @@
+"""The book's CNN model plugin (placeholder until it lands)."""

@@ -1,0 +1,1 @@
+"""CIFAR-10 dataset plugin (placeholder until its loader lands)."""

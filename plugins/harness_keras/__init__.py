@@ -1,0 +1,1 @@
+"""Keras backend plugin (placeholder until it lands)."""

@@ -1,0 +1,1 @@
+"""MNIST dataset plugin (placeholder until its loader lands)."""

@@ -1,0 +1,1 @@
+"""ONNX Runtime backend plugin (placeholder until it lands)."""
