@@ -42,8 +42,8 @@ class RemoteFile:
     """Name inside the data folder."""
     urls: tuple[str, ...]
     """The canonical location first, then mirrors, tried in order."""
-    sha256: str
-    """SHA-256 of the downloaded bytes; a download that does not match is discarded."""
+    checksum: str
+    """``"sha256:<hex>"`` or ``"md5:<hex>"`` of the downloaded bytes; a mismatch is discarded."""
 
 
 class Dataset(ABC):
