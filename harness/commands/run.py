@@ -1,15 +1,91 @@
-"""Not implemented yet."""
+"""Run a suite end to end: train or reuse models, measure every cell, write the reports.
+
+Exits 1 when a cell failed, crashed or timed out (unavailable devices are not failures).
+"""
+
+from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
-from harness.errors import EXIT_USAGE
+from harness.errors import EXIT_OK, EXIT_REGRESSION, HarnessError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("rest", nargs="*", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--suite", default="quick", help="built-in suite (smoke, quick, book) or a .toml path"
+    )
+    parser.add_argument("--data-dir", help="dataset folder (default: $HARNESS_DATA_DIR, or cache)")
+    parser.add_argument(
+        "--out", default="reports/runs", help="folder for run folders (default: reports/runs)"
+    )
+    parser.add_argument("--resume", metavar="RUN_DIR", help="finish an interrupted run")
+    for flag, help_text in (
+        ("--dataset", "dataset to run (repeatable; overrides the suite)"),
+        ("--model", "model to run (repeatable)"),
+        ("--variant", "model variant, e.g. pool or nopool (repeatable)"),
+        ("--backend", "backend, e.g. keras or onnxruntime (repeatable)"),
+        ("--device", "device, e.g. cpu, gpu (keras), cuda (onnxruntime) (repeatable)"),
+    ):
+        parser.add_argument(flag, action="append", help=help_text)
+    parser.add_argument("--batch-size", type=int, action="append", help="batch size (repeatable)")
+    parser.add_argument("--steps", type=int, help="training steps for every model")
+    parser.add_argument("--seed", type=int, help="seed for data order, weights and dropout")
+    parser.add_argument("--test-subset", type=int, help="score only the first N test images")
+    parser.add_argument("--timeout", type=float, help="seconds before a worker is killed")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def run(args: argparse.Namespace) -> int:
-    print(f"harness {args.command}: not implemented yet", file=sys.stderr)
-    return EXIT_USAGE
+    from harness.environment import capture_environment
+    from harness.paths import model_cache_dir, resolve_data_dir
+    from harness.plugins import get_registry
+    from harness.report import write_run_reports
+    from harness.runner import Runner, new_run_dir, suite_of_run
+    from harness.suite import load_suite, override
+
+    def as_tuple(values: list | None) -> tuple | None:
+        return tuple(values) if values else None
+
+    if args.resume:
+        run_dir = Path(args.resume)
+        if not (run_dir / "journal.jsonl").is_file():
+            raise HarnessError(f"{run_dir}: not a run folder (no journal.jsonl) to resume")
+        suite = suite_of_run(run_dir)
+    else:
+        suite = override(
+            load_suite(args.suite),
+            datasets=as_tuple(args.dataset),
+            models=as_tuple(args.model),
+            variants=as_tuple(args.variant),
+            backends=as_tuple(args.backend),
+            devices=as_tuple(args.device),
+            batch_sizes=as_tuple(args.batch_size),
+            steps=args.steps,
+            seed=args.seed,
+            test_subset=args.test_subset,
+            worker_timeout_s=args.timeout,
+        )
+        run_dir = new_run_dir(Path(args.out), suite)
+    runner = Runner(
+        suite,
+        get_registry(),
+        resolve_data_dir(args.data_dir),
+        run_dir,
+        model_cache_dir(),
+        progress=not args.no_progress,
+    )
+    if not args.resume:
+        runner.start_journal(capture_environment())
+    print(f"run folder: {run_dir}", file=sys.stderr)
+    try:
+        outcome = runner.run()
+    except KeyboardInterrupt:
+        print(f"interrupted; finish it with: harness run --resume {run_dir}", file=sys.stderr)
+        raise
+    for path in write_run_reports(run_dir):
+        print(path)
+    counts = ", ".join(f"{n} {status}" for status, n in sorted(outcome.cells.items()))
+    print(f"cells: {counts}; report: {run_dir / 'report.md'}", file=sys.stderr)
+    return EXIT_REGRESSION if outcome.failed else EXIT_OK

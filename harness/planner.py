@@ -1,0 +1,76 @@
+"""Turn a suite into the work of a run: which models to train, and which cells to measure."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from harness.errors import SuiteError
+from harness.registry import Registry
+from harness.suite import Suite
+
+
+@dataclass(frozen=True)
+class ModelKey:
+    """One trained model: a dataset, a model and a variant."""
+
+    dataset: str
+    model: str
+    variant: str
+
+    def slug(self) -> str:
+        return f"{self.dataset}-{self.model}-{self.variant}"
+
+
+@dataclass(frozen=True)
+class CellKey:
+    """One measured cell: a trained model on a backend and device (rows per batch size)."""
+
+    model_key: ModelKey
+    backend: str
+    device: str
+
+
+@dataclass(frozen=True)
+class ModelPlan:
+    key: ModelKey
+    cells: tuple[CellKey, ...]
+
+
+def plan_cells(suite: Suite, registry: Registry) -> list[ModelPlan]:
+    """Every dataset x model x variant, each with its backend x device cells.
+
+    A backend is paired only with the suite's devices it knows (``keras`` x ``gpu``,
+    ``onnxruntime`` x ``cuda``), so one suite can name both spellings of the GPU. Unknown names
+    are errors that list what is known.
+    """
+    for name in suite.datasets:
+        registry.dataset(name)
+    backends = [registry.backend(name) for name in suite.backends]
+    known_devices = {device for backend in backends for device in backend.devices}
+    unknown = [device for device in suite.devices if device not in known_devices]
+    if unknown:
+        raise SuiteError(
+            f"{suite.source}: device(s) {', '.join(unknown)} are not known to backends "
+            f"{', '.join(suite.backends)}; known: {', '.join(sorted(known_devices))}"
+        )
+    plans: list[ModelPlan] = []
+    for model_name in suite.models:
+        spec = registry.model(model_name)
+        for variant in suite.variants:
+            if variant not in spec.variants:
+                raise SuiteError(
+                    f"{suite.source}: model {model_name!r} has no variant {variant!r}; "
+                    f"it has: {', '.join(spec.variants)}"
+                )
+    for dataset in suite.datasets:
+        for model_name in suite.models:
+            for variant in suite.variants:
+                key = ModelKey(dataset, model_name, variant)
+                cells = tuple(
+                    CellKey(key, backend.name, device)
+                    for backend in backends
+                    for device in suite.devices
+                    if device in backend.devices
+                )
+                plans.append(ModelPlan(key, cells))
+    return plans

@@ -1,0 +1,278 @@
+"""Run a suite: train (or reuse) each model, measure each cell in a worker, journal everything.
+
+Every finished model and cell is appended to the run's journal before the next one starts, so
+an interrupted run keeps its work and ``resume`` picks up where it stopped.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from harness import __version__
+from harness.api import LabelledImages, TrainedModel
+from harness.errors import HarnessError
+from harness.journal import JOURNAL_NAME, Journal
+from harness.planner import CellKey, ModelKey, ModelPlan, plan_cells
+from harness.registry import Registry
+from harness.suite import Suite, parse_suite
+
+FAILED_STATUSES = frozenset({"failed", "timeout", "crashed"})
+SYNTHETIC_SIZES = {"train": 600, "test": 200}
+"""Images per split that suites with ``synthetic_data = true`` generate (smoke, CI)."""
+
+
+@dataclass
+class RunOutcome:
+    run_dir: Path
+    cells: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    """How many cells ended in each status."""
+
+    @property
+    def failed(self) -> int:
+        return sum(n for status, n in self.cells.items() if status in FAILED_STATUSES)
+
+
+def new_run_dir(runs_root: Path, suite: Suite) -> Path:
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    run_dir = runs_root / f"{stamp}-{suite.name}"
+    run_dir.mkdir(parents=True, exist_ok=False)
+    return run_dir
+
+
+def _identity(record: dict[str, Any]) -> tuple[str, ...]:
+    keys = ("dataset", "model", "variant", "backend", "device")
+    return tuple(record[k] for k in keys if k in record)
+
+
+def suite_of_run(run_dir: Path) -> Suite:
+    """The suite a run was started with, read back from its journal (for ``--resume``)."""
+    records = Journal(run_dir / JOURNAL_NAME).records()
+    if not records or records[0]["type"] != "run":
+        raise HarnessError(f"{run_dir / JOURNAL_NAME}: does not start with a 'run' record")
+    data = dict(records[0]["suite"])
+    data.pop("source", None)
+    return parse_suite(data, source=f"{run_dir / JOURNAL_NAME} (resumed)")
+
+
+class Runner:
+    """Executes one run of a suite into ``run_dir``."""
+
+    def __init__(
+        self,
+        suite: Suite,
+        registry: Registry,
+        data_dir: Path,
+        run_dir: Path,
+        cache_root: Path,
+        log: Callable[[str], None] = lambda line: print(line, file=sys.stderr),
+        progress: bool = True,
+    ) -> None:
+        self.suite = suite
+        self.registry = registry
+        self.data_dir = data_dir
+        self.run_dir = run_dir
+        self.cache_root = cache_root
+        self.log = log
+        self.progress = progress
+        self.journal = Journal(run_dir / JOURNAL_NAME)
+        self.phases: dict[str, float] = defaultdict(float)
+
+    def run(self) -> RunOutcome:
+        started = time.perf_counter()
+        plans = plan_cells(self.suite, self.registry)
+        done_models, done_cells = self._journal_state()
+        outcome = RunOutcome(self.run_dir)
+        for record in self._previous_cells():
+            outcome.cells[record["status"]] += 1
+        if self.suite.synthetic_data:
+            self._write_synthetic_data()
+        by_dataset: dict[str, list[ModelPlan]] = defaultdict(list)
+        for plan in plans:
+            by_dataset[plan.key.dataset].append(plan)
+        for dataset_name, dataset_plans in by_dataset.items():
+            pending = [
+                p
+                for p in dataset_plans
+                if p.key not in done_models or any(c not in done_cells for c in p.cells)
+            ]
+            if not pending:
+                continue
+            train, test = self._load(dataset_name)
+            for plan in pending:
+                trained, eval_path = self._prepare_model(
+                    plan.key, train, test, plan.key in done_models
+                )
+                for cell in plan.cells:
+                    if cell in done_cells:
+                        continue
+                    record = self._measure(cell, trained, eval_path)
+                    self.journal.append(record)
+                    outcome.cells[record["status"]] += 1
+        self.journal.append(
+            {
+                "type": "end",
+                "finished": datetime.now(UTC).isoformat(),
+                "wall_seconds": time.perf_counter() - started,
+                "phases": dict(self.phases),
+            }
+        )
+        return outcome
+
+    def start_journal(self, environment: dict[str, Any]) -> None:
+        self.journal.append(
+            {
+                "type": "run",
+                "run_id": self.run_dir.name,
+                "started": datetime.now(UTC).isoformat(),
+                "harness_version": __version__,
+                "suite": self.suite.to_dict(),
+                "environment": environment,
+            }
+        )
+
+    def _journal_state(self) -> tuple[set[ModelKey], set[CellKey]]:
+        models: set[ModelKey] = set()
+        cells: set[CellKey] = set()
+        for record in self.journal.records():
+            if record["type"] == "model":
+                models.add(ModelKey(*_identity(record)))
+            elif record["type"] == "cell":
+                dataset, model, variant, backend, device = _identity(record)
+                cells.add(CellKey(ModelKey(dataset, model, variant), backend, device))
+        return models, cells
+
+    def _previous_cells(self) -> list[dict[str, Any]]:
+        return [r for r in self.journal.records() if r["type"] == "cell"]
+
+    def _write_synthetic_data(self) -> None:
+        from harness import synthetic
+
+        self.data_dir = self.run_dir / "synthetic-data"
+        self.log(f"writing generated data in the canonical formats to {self.data_dir}")
+        synthetic.write_all(
+            self.data_dir,
+            train=SYNTHETIC_SIZES["train"],
+            test=SYNTHETIC_SIZES["test"],
+            seed=self.suite.seed,
+        )
+
+    def _load(self, dataset_name: str) -> tuple[LabelledImages, LabelledImages]:
+        dataset = self.registry.dataset(dataset_name)
+        self.log(f"loading {dataset_name} from {self.data_dir}")
+        return dataset.load(self.data_dir, "train"), dataset.load(self.data_dir, "test")
+
+    def _prepare_model(
+        self, key: ModelKey, train: LabelledImages, test: LabelledImages, journaled: bool
+    ) -> tuple[TrainedModel, Path]:
+        """Train or reuse the model; journal its counts and reference accuracy; write the
+        evaluation inputs every worker of this model reads."""
+        import keras
+        from sklearn.metrics import confusion_matrix
+
+        from harness.counting import count_model
+        from harness.model_cache import TrainedModelCache
+        from harness.training import predict_logits
+
+        dataset = self.registry.dataset(key.dataset)
+        spec = self.registry.model(key.model)
+        steps = self.suite.training.steps_for(key.dataset, key.variant)
+        t0 = time.perf_counter()
+        cached = TrainedModelCache(self.cache_root).get_or_train(
+            spec,
+            key.variant,
+            dataset,
+            train,
+            test,
+            self.suite.training,
+            steps=steps,
+            seed=self.suite.seed,
+            progress=self.progress,
+        )
+        self.phases["train"] += time.perf_counter() - t0
+        state = "reused from cache" if cached.hit else "trained"
+        self.log(f"{key.slug()}: {state} ({cached.trained.artifact_dir})")
+
+        t0 = time.perf_counter()
+        model = keras.saving.load_model(cached.trained.keras_path, compile=False)
+        eval_set = test
+        if self.suite.test_subset:
+            n = self.suite.test_subset
+            eval_set = LabelledImages(test.images[:n], test.labels[:n])
+        logits = predict_logits(model, eval_set.images)
+        predictions = logits.argmax(axis=1)
+        eval_path = self.run_dir / "work" / f"{key.slug()}.npz"
+        eval_path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(
+            eval_path,
+            images=eval_set.images,
+            labels=eval_set.labels,
+            reference_logits=logits.astype(np.float32),
+        )
+        if not journaled:
+            labels = range(dataset.num_classes)
+            self.journal.append(
+                {
+                    "type": "model",
+                    "dataset": key.dataset,
+                    "model": key.model,
+                    "variant": key.variant,
+                    "cache_key": cached.trained.cache_key,
+                    "cache_hit": cached.hit,
+                    "counts": count_model(model).to_dict(),
+                    "training": cached.record,
+                    "keras_bytes": cached.trained.keras_path.stat().st_size,
+                    "test_accuracy": float((predictions == eval_set.labels).mean()),
+                    "num_eval": len(eval_set),
+                    "class_names": list(dataset.class_names),
+                    "confusion": confusion_matrix(
+                        eval_set.labels, predictions, labels=labels
+                    ).tolist(),
+                }
+            )
+        del model
+        keras.backend.clear_session()
+        self.phases["accuracy"] += time.perf_counter() - t0
+        return cached.trained, eval_path
+
+    def _measure(self, cell: CellKey, trained: TrainedModel, eval_path: Path) -> dict[str, Any]:
+        from harness.worker import CellSpec, run_cell_subprocess
+
+        key = cell.model_key
+        spec = CellSpec(
+            dataset=key.dataset,
+            model=key.model,
+            variant=key.variant,
+            backend=cell.backend,
+            device=cell.device,
+            trained=trained,
+            eval_path=eval_path,
+            batch_sizes=self.suite.batch_sizes,
+            latency=self.suite.latency,
+            backend_options=self.suite.backend_options.get(cell.backend, {}),
+            seed=self.suite.seed,
+        )
+        label = f"{key.slug()} on {cell.backend}/{cell.device}"
+        self.log(f"{label}: measuring in a worker (timeout {self.suite.worker_timeout_s:.0f} s)")
+        record = run_cell_subprocess(spec, self.suite.worker_timeout_s, self.run_dir / "work")
+        for phase, seconds in (record.get("phases") or {}).items():
+            if seconds is not None:
+                self.phases[phase] += seconds
+        export = (record.get("describe") or {}).get("export_seconds")
+        if export:
+            self.phases["export"] += export
+        p50s = ", ".join(
+            f"batch {b['batch_size']}: p50 {b['stats']['p50_ms']:.3f} ms"
+            for b in record.get("batches") or []
+        )
+        error = f": {record['error']}" if record.get("error") else ""
+        self.log(f"{label}: {record['status']}{error}{' (' + p50s + ')' if p50s else ''}")
+        return record

@@ -1,0 +1,86 @@
+"""Suites: built-ins load, user files validate, CLI overrides change single fields."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from harness.errors import SuiteError
+from harness.suite import BUILTIN_SUITES, load_suite, override
+
+
+@pytest.mark.parametrize("name", BUILTIN_SUITES)
+def test_builtin_suites_load(name):
+    suite = load_suite(name)
+    assert suite.name == name
+    assert set(suite.variants) == {"pool", "nopool"}
+    assert suite.training.steps_for("mnist", "pool") > 0
+
+
+def test_quick_suite_measures_batch_1_and_32_for_at_least_100_iterations_and_2_seconds():
+    suite = load_suite("quick")
+    assert suite.batch_sizes == (1, 32)
+    assert suite.latency.min_iterations >= 100 and suite.latency.min_seconds >= 2.0
+
+
+def test_book_suite_trains_mnist_for_the_books_5000_steps_and_times_662_iterations():
+    suite = load_suite("book")
+    assert suite.training.steps_for("mnist", "pool") == 5000
+    assert suite.training.steps_for("mnist", "nopool") == 5000
+    assert suite.latency.min_iterations >= 662 and suite.latency.min_seconds >= 10
+
+
+def test_step_lookup_prefers_dataset_variant_then_variant_then_dataset_then_default(tmp_path):
+    path = tmp_path / "s.toml"
+    path.write_text(
+        'name = "s"\n[training.steps]\n"mnist.pool" = 1\npool = 2\ncifar10 = 3\ndefault = 4\n'
+    )
+    recipe = load_suite(str(path)).training
+    assert recipe.steps_for("mnist", "pool") == 1
+    assert recipe.steps_for("cifar10", "pool") == 2
+    assert recipe.steps_for("cifar10", "nopool") == 3
+    assert recipe.steps_for("other", "nopool") == 4
+
+
+def write(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "suite.toml"
+    path.write_text(text)
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('name = "x"\nbatch_size = [1]\n', "unknown key 'batch_size'; allowed: backend_options"),
+        ('name = "x"\nbatch_sizes = [0]\n', "batch_sizes must be positive integers"),
+        ('name = "x"\nseed = "zero"\n', "key 'seed' must be int"),
+        ('name = "x"\nseed = true\n', "key 'seed' must be int"),
+        ('name = "x"\n[latency]\nmin_iters = 3\n', "unknown key latency.'min_iters'"),
+        ('name = "x"\n[latency]\nmin_seconds = -1\n', "latency.min_seconds must not be negative"),
+        ('name = "x"\ndatasets = []\n', "datasets must be a non-empty list of names"),
+        ("description = 'no name'\n", "key 'name' is required"),
+        ('name = "x"\n[training\n', "not valid TOML"),
+    ],
+)
+def test_malformed_suite_names_the_file_the_key_and_what_is_allowed(tmp_path, text, expected):
+    path = write(tmp_path, text)
+    with pytest.raises(SuiteError) as info:
+        load_suite(path)
+    assert path in str(info.value)
+    assert expected in str(info.value)
+
+
+def test_unknown_suite_name_lists_the_builtin_ones():
+    with pytest.raises(SuiteError, match="neither a built-in suite \\(smoke, quick, book\\)"):
+        load_suite("quik")
+
+
+def test_cli_overrides_replace_single_fields_and_leave_the_rest():
+    suite = load_suite("quick")
+    changed = override(suite, backends=("onnxruntime",), steps=7, seed=None)
+    assert changed.backends == ("onnxruntime",)
+    assert changed.training.steps_for("mnist", "nopool") == 7
+    assert changed.training.learning_rate == suite.training.learning_rate
+    assert changed.seed == suite.seed
+    assert changed.datasets == suite.datasets
