@@ -127,7 +127,7 @@ class Runner:
         )
         return outcome
 
-    def start_journal(self, environment: dict[str, Any]) -> None:
+    def start_journal(self, environment: dict[str, Any], gemm_peak: dict[str, Any]) -> None:
         self.journal.append(
             {
                 "type": "run",
@@ -136,6 +136,7 @@ class Runner:
                 "harness_version": __version__,
                 "suite": self.suite.to_dict(),
                 "environment": environment,
+                "gemm_peak": gemm_peak,
             }
         )
 

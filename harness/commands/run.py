@@ -40,6 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from harness.environment import capture_environment
     from harness.paths import model_cache_dir, resolve_data_dir
+    from harness.peak import measure_gemm_peak
     from harness.plugins import get_registry
     from harness.report import write_run_reports
     from harness.runner import Runner, new_run_dir, suite_of_run
@@ -77,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
     )
     if not args.resume:
-        runner.start_journal(capture_environment())
+        runner.start_journal(capture_environment(), measure_gemm_peak().to_dict())
     print(f"run folder: {run_dir}", file=sys.stderr)
     try:
         outcome = runner.run()
