@@ -1,0 +1,42 @@
+"""The command line: entry points, exit codes, errors without tracebacks, a fast `list`."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from harness.cli import main
+
+
+def test_python_dash_m_harness_runs_the_cli():
+    result = subprocess.run(
+        [sys.executable, "-m", "harness", "--version"], capture_output=True, text=True
+    )
+    assert result.returncode == 0
+    assert result.stdout.startswith("harness ")
+
+
+def test_list_imports_neither_tensorflow_nor_keras():
+    code = (
+        "import sys\n"
+        "from harness.cli import main\n"
+        "main(['list', '--json'])\n"
+        "print('tensorflow' in sys.modules, 'keras' in sys.modules, file=sys.stderr)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.strip().splitlines()[-1] == "False False"
+
+
+def test_bad_suite_is_exit_2_with_a_message_and_no_traceback(tmp_path, capsys):
+    suite = tmp_path / "bad.toml"
+    suite.write_text('name = "bad"\nbatch_sizes = "one"\n')
+    assert main(["run", "--suite", str(suite), "--out", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err
+    assert f"{suite}: key 'batch_sizes' must be list" in err
+    assert "Traceback" not in err
+
+
+def test_resume_of_a_folder_that_is_not_a_run_is_exit_2(tmp_path, capsys):
+    assert main(["run", "--resume", str(tmp_path)]) == 2
+    assert "not a run folder" in capsys.readouterr().err
