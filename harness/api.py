@@ -10,6 +10,7 @@ so that discovering plugins stays fast.
 
 from __future__ import annotations
 
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -17,6 +18,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
+
+from harness.errors import DataError
 
 SPLITS = ("train", "test")
 
@@ -62,13 +65,79 @@ class Dataset(ABC):
     def num_classes(self) -> int:
         return len(self.class_names)
 
+    content_checksums: ClassVar[Mapping[str, str]] = {}
+    """Canonical ``"md5:<hex>"`` of each file's uncompressed content, by file name.
+
+    Held against local files whatever their wrapping (gzip, tar): a file that parses but differs
+    is used with a :class:`harness.checksums.ContentChecksumWarning`. Empty: nothing compared.
+    """
+
     def files(self) -> tuple[str, ...]:
         """Names of the files this dataset reads from the data folder."""
         return tuple(remote.filename for remote in self.remote_files())
 
+    def describe_files(self) -> str:
+        """The files a user must put in the data folder, for error messages and ``harness data``.
+
+        Override to name accepted alternatives (e.g. "gzipped or not").
+        """
+        return ", ".join(self.files())
+
     def remote_files(self) -> Sequence[RemoteFile]:
         """Files that can be downloaded when missing; empty if the dataset is local only."""
         return ()
+
+    def missing_files(self, data_dir: Path) -> list[RemoteFile]:
+        """The remote files ``data_dir`` lacks, so ``harness data fetch`` downloads only those.
+
+        The default looks for each file under its own name; override when another form of the
+        same data is accepted (an uncompressed or extracted copy).
+        """
+        return [r for r in self.remote_files() if not (data_dir / r.filename).exists()]
+
+    def verify(self, data_dir: Path) -> dict[str, tuple[int, ...]]:
+        """Load every split and hold it to this dataset's declared contract.
+
+        Returns, per split, the number of images of each class (in label order). Raises
+        :class:`harness.errors.DataError` when a split breaks the contract: images not uint8
+        C-contiguous ``(N, *input_shape)``, labels not int64 ``(N,)``, labels out of range. A
+        split whose size differs from :attr:`split_sizes` is internally consistent data, just not
+        the canonical release (e.g. a subset, or generated test data): that is a warning.
+        """
+        counts: dict[str, tuple[int, ...]] = {}
+        for split, canonical_size in self.split_sizes.items():
+            data = self.load(data_dir, split)
+            images, labels = data.images, data.labels
+            where = f"{self.name} {split} split in {data_dir}"
+            expected_shape = ("N", *self.input_shape)
+            if (
+                images.dtype != np.uint8
+                or images.shape[1:] != self.input_shape
+                or not images.flags.c_contiguous
+            ):
+                raise DataError(
+                    f"{where}: images are {images.dtype} {images.shape}, expected C-contiguous "
+                    f"uint8 of shape {expected_shape}"
+                )
+            if labels.dtype != np.int64 or labels.shape != (len(images),):
+                raise DataError(
+                    f"{where}: labels are {labels.dtype} {labels.shape}, expected int64 of "
+                    f"shape ({len(images)},), one per image"
+                )
+            if labels.size and (labels.min() < 0 or labels.max() >= self.num_classes):
+                raise DataError(
+                    f"{where}: labels span {labels.min()}..{labels.max()}, expected "
+                    f"0..{self.num_classes - 1}"
+                )
+            if len(labels) != canonical_size:
+                warnings.warn(
+                    f"{where}: {len(labels):,} images, the canonical release has "
+                    f"{canonical_size:,}",
+                    stacklevel=2,
+                )
+            per_class = np.bincount(labels, minlength=self.num_classes)
+            counts[split] = tuple(int(count) for count in per_class)
+        return counts
 
     @abstractmethod
     def load(self, data_dir: Path, split: str) -> LabelledImages:

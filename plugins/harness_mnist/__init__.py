@@ -1,1 +1,12 @@
-"""MNIST dataset plugin (placeholder until its loader lands)."""
+"""MNIST dataset plugin: the four canonical IDX files, gzipped or not."""
+
+from collections.abc import Callable
+
+from harness import hookimpl
+from harness.api import Dataset
+from harness_mnist.dataset import MnistDataset
+
+
+@hookimpl
+def register_datasets(register: Callable[[Dataset], None]) -> None:
+    register(MnistDataset())

@@ -1,0 +1,171 @@
+"""Verified downloads against a server on 127.0.0.1: mirrors, checksums, nothing left behind."""
+
+import hashlib
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from harness.api import RemoteFile
+from harness.download import DownloadError, OfflineError, download, fetch_missing
+from harness.synthetic import write_mnist
+from harness_mnist.dataset import MnistDataset
+
+FAST = {"timeout_s": 5.0, "retries": 2, "backoff_s": 0.0, "progress": False}
+
+
+class FixtureServer:
+    """Serves ``routes`` (path -> bytes, or an int status, or a list of those, one per request)."""
+
+    def __init__(self):
+        self.routes = {}
+        self.requests = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):
+                server.requests.append(self.path)
+                answer = server.routes.get(self.path, 404)
+                if isinstance(answer, list):
+                    answer = answer.pop(0) if len(answer) > 1 else answer[0]
+                if isinstance(answer, int):
+                    self.send_error(answer)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(
+            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+        )
+        self.thread.start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def server():
+    fixture = FixtureServer()
+    try:
+        yield fixture
+    finally:
+        fixture.close()
+
+
+@pytest.fixture
+def refused_url():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}/file"
+
+
+def md5(data):
+    return f"md5:{hashlib.md5(data).hexdigest()}"
+
+
+def test_downloads_verifies_and_moves_the_file_into_place(server, tmp_path):
+    payload = b"fixture bytes" * 1000
+    server.routes["/a.bin"] = payload
+    remote = RemoteFile("a.bin", (f"{server.url}/a.bin",), md5(payload))
+
+    path = download(remote, tmp_path / "data", **FAST)
+
+    assert path == tmp_path / "data" / "a.bin"
+    assert path.read_bytes() == payload
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["a.bin"]
+
+
+def test_sha256_checksums_are_accepted(server, tmp_path):
+    server.routes["/a.bin"] = b"abc"
+    digest = hashlib.sha256(b"abc").hexdigest()
+    remote = RemoteFile("a.bin", (f"{server.url}/a.bin",), f"sha256:{digest}")
+
+    assert download(remote, tmp_path, **FAST).read_bytes() == b"abc"
+
+
+def test_primary_404_falls_back_to_the_mirror(server, tmp_path):
+    payload = b"from the mirror"
+    server.routes["/mirror/a.bin"] = payload
+    urls = (f"{server.url}/primary/a.bin", f"{server.url}/mirror/a.bin")
+
+    path = download(RemoteFile("a.bin", urls, md5(payload)), tmp_path, **FAST)
+
+    assert path.read_bytes() == payload
+    assert server.requests == ["/primary/a.bin", "/mirror/a.bin"]  # a 404 is not retried
+
+
+def test_a_server_error_is_retried_on_the_same_location(server, tmp_path):
+    payload = b"second time lucky"
+    server.routes["/a.bin"] = [503, payload]
+
+    path = download(RemoteFile("a.bin", (f"{server.url}/a.bin",), md5(payload)), tmp_path, **FAST)
+
+    assert path.read_bytes() == payload
+    assert server.requests == ["/a.bin", "/a.bin"]
+
+
+def test_corrupt_payload_is_a_checksum_error_and_leaves_no_file(server, tmp_path):
+    server.routes["/a.bin"] = b"corrupted in transit"
+    data_dir = tmp_path / "data"
+    remote = RemoteFile("a.bin", (f"{server.url}/a.bin",), md5(b"the real bytes"))
+
+    with pytest.raises(DownloadError, match="checksum mismatch: expected md5:") as error:
+        download(remote, data_dir, **FAST)
+
+    assert not isinstance(error.value, OfflineError)
+    assert list(data_dir.iterdir()) == []
+
+
+def test_connection_refused_is_one_clear_offline_error(refused_url, tmp_path):
+    data_dir = tmp_path / "data"
+    dataset = MnistDataset()
+    dataset.remote_files = lambda: [
+        RemoteFile("train-images-idx3-ubyte.gz", (refused_url,), "md5:0")
+    ]
+
+    with pytest.raises(OfflineError) as error:
+        fetch_missing(dataset, data_dir, **FAST)
+
+    message = str(error.value)
+    assert "could not reach any location" in message and "ConnectionRefusedError" in message
+    assert str(data_dir) in message
+    for name in ("train-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
+        assert name in message
+    assert "Copy them there" in message and "HARNESS_DATA_DIR" in message
+    assert list(data_dir.iterdir()) == []
+
+
+def test_fetch_downloads_only_what_is_missing_then_the_cache_is_used(server, tmp_path):
+    source, data_dir = tmp_path / "source", tmp_path / "data"
+    files = {path.name: path.read_bytes() for path in write_mnist(source, train=10, test=10)}
+    for name, payload in files.items():
+        server.routes[f"/mnist/{name}"] = payload
+    dataset = MnistDataset()
+    dataset.remote_files = lambda: [
+        RemoteFile(name, (f"{server.url}/mnist/{name}",), md5(payload))
+        for name, payload in files.items()
+    ]
+    (data_dir).mkdir()
+    (data_dir / "t10k-labels-idx1-ubyte").write_bytes(b"")  # present uncompressed: not fetched
+
+    fetched = fetch_missing(dataset, data_dir, **FAST)
+    again = fetch_missing(dataset, data_dir, **FAST)
+
+    assert sorted(path.name for path in fetched) == [
+        "t10k-images-idx3-ubyte.gz",
+        "train-images-idx3-ubyte.gz",
+        "train-labels-idx1-ubyte.gz",
+    ]
+    assert again == []
+    assert len(server.requests) == 3
+    assert len(dataset.load(data_dir, "train")) == 10
