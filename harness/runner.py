@@ -167,7 +167,10 @@ class Runner:
         )
 
     def _load(self, dataset_name: str) -> tuple[LabelledImages, LabelledImages]:
+        from harness.download import fetch_missing
+
         dataset = self.registry.dataset(dataset_name)
+        fetch_missing(dataset, self.data_dir, progress=self.progress)
         self.log(f"loading {dataset_name} from {self.data_dir}")
         return dataset.load(self.data_dir, "train"), dataset.load(self.data_dir, "test")
 
