@@ -1,15 +1,137 @@
-"""Not implemented yet."""
+"""Compare two run folders (or merged folders): BASE is the reference, NEW the candidate.
+
+A latency regression needs a significant Mann-Whitney U test on the raw samples AND a change of
+the percentile beyond the threshold. An accuracy drop beyond the threshold, a status that is no
+longer ok, broken parity and any change of parameter or MAC counts also fail. Exit 0: no
+regression; 1: a regression; 2: bad input or different environments.
+"""
+
+from __future__ import annotations
 
 import argparse
-import sys
+from pathlib import Path
+from typing import Any
 
-from harness.errors import EXIT_USAGE
+from harness.errors import EXIT_OK, EXIT_REGRESSION
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("rest", nargs="*", help=argparse.SUPPRESS)
+    parser.add_argument("base", type=Path, help="the reference run folder")
+    parser.add_argument("new", type=Path, help="the run folder to judge")
+    parser.add_argument(
+        "--alpha", type=float, default=0.01, help="Mann-Whitney U p-value threshold (0.01)"
+    )
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        default=10.0,
+        metavar="PERCENT",
+        help="latency change that matters, in percent of BASE (10)",
+    )
+    parser.add_argument(
+        "--percentile",
+        type=int,
+        default=50,
+        choices=(50, 90, 95, 99),
+        help="latency percentile to judge (50)",
+    )
+    parser.add_argument(
+        "--accuracy-drop-pp",
+        type=float,
+        default=0.5,
+        metavar="PP",
+        help="accuracy drop that is a regression, in percentage points (0.5)",
+    )
+    parser.add_argument(
+        "--metrics",
+        choices=("all", "deterministic"),
+        default="all",
+        help="deterministic: only parameter counts, MACs and status (CI across machines; "
+        "implies --allow-env-mismatch)",
+    )
+    parser.add_argument(
+        "--allow-env-mismatch",
+        action="store_true",
+        help="compare runs from different CPUs, thread settings or library major versions",
+    )
+    parser.add_argument("--markdown", action="store_true", help="print Markdown (CI summaries)")
+    parser.add_argument("--all", action="store_true", help="list unchanged metrics too")
+
+
+_VERDICT_ORDER = {"regression": 0, "changed": 1, "untested": 2, "improvement": 3, "same": 4}
+
+
+def comparison_document(comparison: Any, args: argparse.Namespace) -> list[Any]:
+    from harness.report.document import Bullets, Heading, Paragraph, Table
+
+    findings = sorted(
+        (f for f in comparison.findings if args.all or f.verdict != "same"),
+        key=lambda f: (_VERDICT_ORDER[f.verdict], tuple(map(str, f.identity)), f.metric),
+    )
+    counts = {v: sum(f.verdict == v for f in comparison.findings) for v in _VERDICT_ORDER}
+    if args.metrics == "deterministic":
+        rule = "parameter counts, MACs and status only"
+    else:
+        rule = (
+            f"latency p{args.percentile}: Mann-Whitney U p < {args.alpha} and change beyond "
+            f"{args.threshold:g}%; accuracy drop beyond {args.accuracy_drop_pp:g} pp"
+        )
+    failures = len(comparison.failures)
+    blocks: list[Any] = [
+        Heading(2, f"harness compare {args.base} {args.new}"),
+        Paragraph(
+            f"{comparison.compared_rows} rows compared ({rule}): "
+            + (", ".join(f"{v} {n}" for v, n in counts.items() if n) or "no differences")
+            + "."
+        ),
+    ]
+    if findings:
+        headers = ("dataset", "model", "variant", "backend", "device", "batch", "metric")
+        headers += ("base", "new", "change", "p", "verdict")
+        rows = tuple(
+            (
+                *(str(part) for part in f.identity),
+                f.metric,
+                f.base,
+                f.new,
+                f.change,
+                "-" if f.p_value is None else f"{f.p_value:.2g}",
+                f.verdict.upper() if f.gates else f.verdict,
+            )
+            for f in findings
+        )
+        blocks.append(Table(headers, rows))
+    for title, keys in (
+        ("Rows in BASE missing from NEW", comparison.missing),
+        ("Rows new in NEW", comparison.added),
+    ):
+        if keys:
+            items = tuple("/".join(str(part) for part in key) for key in keys)
+            blocks += [Heading(3, f"{title} ({len(keys)})"), Bullets(items)]
+    if comparison.environment_differences:
+        blocks += [
+            Heading(3, "Environment differences (allowed)"),
+            Bullets(tuple(comparison.environment_differences)),
+        ]
+    verdict = f"FAILED: {failures} regression(s) or change(s)" if failures else "no regression"
+    blocks.append(Paragraph(f"Result: {verdict}."))
+    return blocks
 
 
 def run(args: argparse.Namespace) -> int:
-    print(f"harness {args.command}: not implemented yet", file=sys.stderr)
-    return EXIT_USAGE
+    from harness.compare import CompareOptions, compare_runs
+    from harness.report.markdown import render_markdown, render_text
+    from harness.report.store import read_report_folder
+
+    options = CompareOptions(
+        alpha=args.alpha,
+        threshold=args.threshold / 100,
+        percentile=args.percentile,
+        accuracy_drop_pp=args.accuracy_drop_pp,
+        metrics=args.metrics,
+        allow_env_mismatch=args.allow_env_mismatch,
+    )
+    comparison = compare_runs(read_report_folder(args.base), read_report_folder(args.new), options)
+    blocks = comparison_document(comparison, args)
+    print(render_markdown(blocks) if args.markdown else render_text(blocks), end="")
+    return EXIT_REGRESSION if comparison.failures else EXIT_OK

@@ -1,0 +1,313 @@
+"""Compare two runs row by row: what regressed, what improved, what changed, what is missing.
+
+Latency needs two kinds of evidence before it counts: a Mann-Whitney U test on the raw samples
+(is the shift real?) AND a change of the chosen percentile beyond a threshold (is it big enough to
+matter?). The test uses the normal approximation with tie and continuity corrections (samples are
+integer nanoseconds, so ties happen); it is conservative for tiny samples: with 5 samples a side
+the smallest possible p is 0.012, so 5 samples never prove a change at alpha 0.01.
+
+Rows are matched on their identity (dataset, model, variant, backend, device, batch size).
+Environments must match (CPU model, thread settings, library major versions) unless allowed:
+comparing latencies across machines says nothing about the code.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from harness.errors import DataError, HarnessError
+from harness.report.frames import RunTables
+from harness.report.schema import IDENTITY, LATENCY_PERCENTILES
+from harness.report.store import summary_records
+
+DETERMINISTIC_COLUMNS = (
+    "params_total",
+    "params_trainable",
+    "params_conv",
+    "params_dense",
+    "macs_per_image",
+)
+"""Counts that do not depend on the machine: a change means the model changed."""
+
+METRIC_SETS = ("all", "deterministic")
+
+
+class EnvironmentMismatch(HarnessError):
+    """The two runs come from different environments; latencies would not be comparable."""
+
+
+@dataclass(frozen=True)
+class CompareOptions:
+    alpha: float = 0.01
+    """Mann-Whitney U two-sided p-value below which a latency shift is significant."""
+    threshold: float = 0.10
+    """Relative change of the percentile beyond which a latency shift matters."""
+    percentile: int = 50
+    accuracy_drop_pp: float = 0.5
+    """Accuracy drop, in percentage points, that is a regression."""
+    metrics: str = "all"
+    """``all``, or ``deterministic``: only counts and status (for CI across machines)."""
+    allow_env_mismatch: bool = False
+
+
+@dataclass(frozen=True)
+class Finding:
+    identity: tuple[Any, ...]
+    metric: str
+    base: str
+    new: str
+    change: str
+    verdict: str
+    """``regression``, ``improvement``, ``changed``, ``same``, or ``untested`` (a latency moved
+    beyond the threshold but a run kept no raw samples to test)."""
+    gates: bool
+    """Whether this finding fails the comparison (exit 1)."""
+    p_value: float | None = None
+
+
+@dataclass
+class Comparison:
+    findings: list[Finding]
+    compared_rows: int
+    """Rows present in both runs."""
+    missing: list[tuple[Any, ...]]
+    """Rows in BASE that NEW lacks."""
+    added: list[tuple[Any, ...]]
+    """Rows in NEW that BASE lacks."""
+    environment_differences: list[str] = field(default_factory=list)
+
+    @property
+    def failures(self) -> list[Finding]:
+        return [f for f in self.findings if f.gates]
+
+
+def _major(version: Any) -> str | None:
+    return None if version is None else str(version).split(".")[0]
+
+
+def _comparable_environment(environment: dict[str, Any]) -> dict[str, Any]:
+    """The fields that must match for latencies to be comparable."""
+    fields: dict[str, Any] = {"cpu_model": environment.get("cpu_model")}
+    for name, value in sorted((environment.get("threads") or {}).items()):
+        fields[f"threads.{name}"] = value
+    for name, version in sorted((environment.get("libraries") or {}).items()):
+        fields[f"libraries.{name} (major)"] = _major(version)
+    return fields
+
+
+def environment_differences(
+    base: RunTables, new: RunTables, pairs: set[tuple[str, str]]
+) -> list[str]:
+    """One line per differing field, for each pair of runs whose rows were matched."""
+    base_envs = {run["run_id"]: run.get("environment") or {} for run in base.runs}
+    new_envs = {run["run_id"]: run.get("environment") or {} for run in new.runs}
+    lines = []
+    for base_run, new_run in sorted(pairs):
+        left = _comparable_environment(base_envs.get(base_run, {}))
+        right = _comparable_environment(new_envs.get(new_run, {}))
+        for name in sorted(set(left) | set(right)):
+            if left.get(name) != right.get(name):
+                where = f" (runs {base_run} and {new_run})" if len(pairs) > 1 else ""
+                lines.append(f"{name}: {left.get(name)!r} vs {right.get(name)!r}{where}")
+    return lines
+
+
+def _identity(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    *names, batch_size = row
+    return (*names, None if batch_size is None else int(batch_size))
+
+
+def _index(tables: RunTables, label: str) -> dict[tuple[Any, ...], dict[str, Any]]:
+    rows: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for record in summary_records(tables.summary):
+        key = _identity(tuple(record[k] for k in IDENTITY))
+        if key in rows:
+            raise DataError(
+                f"{label}: two rows for {'/'.join(map(str, key))} (runs {rows[key]['run_id']} "
+                f"and {record['run_id']}); a report must hold each cell once"
+            )
+        rows[key] = record
+    return rows
+
+
+def _samples(tables: RunTables) -> dict[tuple[Any, ...], np.ndarray]:
+    samples = tables.samples
+    if samples.empty:
+        return {}
+    latency = samples["latency_ns"].to_numpy(dtype=np.float64)
+    grouped = samples.groupby(list(IDENTITY), observed=True, sort=False)
+    return {_identity(key): latency[positions] for key, positions in grouped.indices.items()}
+
+
+def _show(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, int | np.integer):
+        return f"{int(value):,}"
+    return str(value)
+
+
+def _deterministic(key: tuple, base: dict, new: dict) -> list[Finding]:
+    findings = []
+    for name in DETERMINISTIC_COLUMNS:
+        left, right = base.get(name), new.get(name)
+        if left != right:
+            change = f"{right - left:+,}" if left is not None and right is not None else "-"
+            findings.append(Finding(key, name, _show(left), _show(right), change, "changed", True))
+    left, right = base.get("status"), new.get("status")
+    if left != right:
+        verdict = "regression" if right != "ok" else "improvement"
+        change = _show(new.get("error")) if right != "ok" else "-"
+        findings.append(
+            Finding(key, "status", str(left), str(right), change, verdict, verdict == "regression")
+        )
+    return findings
+
+
+def _accuracy(key: tuple, base: dict, new: dict, options: CompareOptions) -> list[Finding]:
+    findings = []
+    left, right = base.get("test_accuracy"), new.get("test_accuracy")
+    if left is not None and right is not None:
+        drop_pp = 100 * (left - right)
+        verdict = "same"
+        if drop_pp > options.accuracy_drop_pp:
+            verdict = "regression"
+        elif -drop_pp > options.accuracy_drop_pp:
+            verdict = "improvement"
+        findings.append(
+            Finding(
+                key,
+                "test_accuracy",
+                f"{100 * left:.2f}%",
+                f"{100 * right:.2f}%",
+                f"{-drop_pp:+.2f} pp",
+                verdict,
+                verdict == "regression",
+            )
+        )
+    left, right = base.get("parity_ok"), new.get("parity_ok")
+    if left is True and right is False:
+        findings.append(Finding(key, "parity_ok", "True", "False", "-", "regression", True))
+    left, right = base.get("parity_top1_agreement"), new.get("parity_top1_agreement")
+    if left != right and left is not None and right is not None:
+        change = f"{100 * (right - left):+.2f} pp"
+        findings.append(
+            Finding(
+                key, "parity_top1_agreement", _show(left), _show(right), change, "changed", False
+            )
+        )
+    return findings
+
+
+def _latency(
+    pending: list[tuple[tuple, float, float, np.ndarray, np.ndarray]],
+    options: CompareOptions,
+) -> list[Finding]:
+    """Mann-Whitney U on every row whose percentile moved beyond the threshold.
+
+    Rows are tested in batches of equal sample counts, so that scipy vectorises the work.
+    """
+    from scipy.stats import mannwhitneyu
+
+    by_shape: dict[tuple[int, int], list[int]] = defaultdict(list)
+    for position, (_, _, _, left, right) in enumerate(pending):
+        by_shape[(left.size, right.size)].append(position)
+    p_values = np.full(len(pending), np.nan)
+    for positions in by_shape.values():
+        left = np.stack([pending[i][3] for i in positions])
+        right = np.stack([pending[i][4] for i in positions])
+        result = mannwhitneyu(left, right, alternative="two-sided", method="asymptotic", axis=1)
+        p_values[positions] = result.pvalue
+    metric = f"p{options.percentile}_ms"
+    findings = []
+    for (key, left_ms, right_ms, _, _), p_value in zip(pending, p_values, strict=True):
+        change = right_ms / left_ms - 1
+        verdict = "same"
+        if p_value < options.alpha:
+            verdict = "regression" if change > 0 else "improvement"
+        findings.append(
+            Finding(
+                key,
+                metric,
+                f"{left_ms:.4g}",
+                f"{right_ms:.4g}",
+                f"{100 * change:+.1f}%",
+                verdict,
+                verdict == "regression",
+                float(p_value),
+            )
+        )
+    return findings
+
+
+def compare_runs(base: RunTables, new: RunTables, options: CompareOptions) -> Comparison:
+    """Match rows on identity and judge each metric; raises EnvironmentMismatch when not allowed."""
+    if options.metrics not in METRIC_SETS:
+        raise HarnessError(f"--metrics must be one of {', '.join(METRIC_SETS)}")
+    if options.percentile not in LATENCY_PERCENTILES:
+        allowed = ", ".join(map(str, LATENCY_PERCENTILES))
+        raise HarnessError(f"--percentile must be one of {allowed}, got {options.percentile}")
+    base_rows, new_rows = _index(base, "BASE"), _index(new, "NEW")
+    matched = [key for key in base_rows if key in new_rows]
+    pairs = {(base_rows[k]["run_id"], new_rows[k]["run_id"]) for k in matched}
+    differences = environment_differences(base, new, pairs)
+    deterministic_only = options.metrics == "deterministic"
+    if differences and not (options.allow_env_mismatch or deterministic_only):
+        raise EnvironmentMismatch(
+            "the runs come from different environments, so their latencies are not comparable:\n  "
+            + "\n  ".join(differences)
+            + "\nPass --allow-env-mismatch to compare anyway, or --metrics deterministic."
+        )
+    findings: list[Finding] = []
+    pending = []
+    unjudged_latency = []
+    metric = f"p{options.percentile}_ms"
+    base_samples = {} if deterministic_only else _samples(base)
+    new_samples = {} if deterministic_only else _samples(new)
+    for key in matched:
+        left, right = base_rows[key], new_rows[key]
+        findings += _deterministic(key, left, right)
+        if deterministic_only:
+            continue
+        findings += _accuracy(key, left, right, options)
+        left_ms, right_ms = left.get(metric), right.get(metric)
+        if left_ms is None or right_ms is None or left_ms <= 0:
+            continue
+        change = right_ms / left_ms - 1
+        left_samples, right_samples = base_samples.get(key), new_samples.get(key)
+        if (
+            abs(change) > options.threshold
+            and left_samples is not None
+            and right_samples is not None
+        ):
+            pending.append((key, left_ms, right_ms, left_samples, right_samples))
+        else:
+            # Within the threshold it is no change, whatever p says; beyond it without raw
+            # samples there is no evidence either way.
+            verdict = "same" if abs(change) <= options.threshold else "untested"
+            unjudged_latency.append(
+                Finding(
+                    key,
+                    metric,
+                    f"{left_ms:.4g}",
+                    f"{right_ms:.4g}",
+                    f"{100 * change:+.1f}%",
+                    verdict,
+                    False,
+                )
+            )
+    findings += _latency(pending, options) if pending else []
+    findings += unjudged_latency
+    return Comparison(
+        findings=findings,
+        compared_rows=len(matched),
+        missing=[key for key in base_rows if key not in new_rows],
+        added=[key for key in new_rows if key not in base_rows],
+        environment_differences=differences,
+    )

@@ -1,0 +1,229 @@
+"""Build the report tables from journal records: the summary and the long table of raw samples.
+
+The journal is the source of truth; everything in a report folder is rebuilt from it. A journal
+may hold several runs (``harness merge`` concatenates them): each ``model`` and ``cell`` record
+belongs to the ``run`` record before it, and a later record for the same cell (``--resume``)
+replaces an earlier one.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from harness.errors import DataError
+from harness.report.schema import (
+    CELL_IDENTITY,
+    IDENTITY,
+    MODEL_IDENTITY,
+    SAMPLE_COLUMNS,
+    SUMMARY_COLUMNS,
+    column_names,
+    dtypes,
+)
+
+_STAT_COLUMNS = (
+    "iterations",
+    "total_seconds",
+    "mean_ms",
+    "std_ms",
+    "cv",
+    "min_ms",
+    "p50_ms",
+    "p90_ms",
+    "p95_ms",
+    "p99_ms",
+    "max_ms",
+    "throughput_ips",
+    "unstable",
+)
+_COUNT_COLUMNS = (
+    "params_total",
+    "params_trainable",
+    "params_conv",
+    "params_dense",
+    "macs_per_image",
+    "weight_bytes",
+)
+_CELL_COLUMNS = (
+    "prepare_s",
+    "first_inference_ms",
+    "num_eval",
+    "parity_top1_agreement",
+    "parity_max_abs_diff",
+    "parity_ok",
+    "peak_rss_bytes",
+    "worker_seconds",
+)
+
+
+@dataclass
+class RunTables:
+    """Everything a report is made of."""
+
+    summary: pd.DataFrame
+    samples: pd.DataFrame
+    runs: list[dict[str, Any]]
+    """One entry per run: run_id, started, harness_version, suite, environment, and from the
+    ``end`` record (absent if the run was killed) finished, wall_seconds, phases."""
+    models: list[dict[str, Any]] = field(default_factory=list)
+    """The ``model`` records, each with the run_id it belongs to."""
+
+
+def _text(value: Any) -> str | None:
+    """Describe fields as one readable string: lists joined, mappings as sorted JSON."""
+    if value is None or value == "" or value == [] or value == {}:
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list | tuple):
+        return ", ".join(str(v) for v in value)
+    if isinstance(value, dict):
+        return json.dumps(value, sort_keys=True)
+    return str(value)
+
+
+def _collect(
+    records: list[dict[str, Any]], source: Path
+) -> tuple[list[dict[str, Any]], dict[tuple, dict[str, Any]], dict[tuple, dict[str, Any]]]:
+    runs: dict[str, dict[str, Any]] = {}
+    models: dict[tuple, dict[str, Any]] = {}
+    cells: dict[tuple, dict[str, Any]] = {}
+    current: dict[str, Any] | None = None
+    for number, record in enumerate(records, start=1):
+        kind = record["type"]
+        if kind == "run":
+            run_id = record.get("run_id")
+            if not run_id:
+                raise DataError(f"{source}: record {number} is a run record without a run_id")
+            # A resumed run may write its run record again: it continues the same run.
+            current = runs.setdefault(run_id, {key: record.get(key) for key in _RUN_KEYS})
+            continue
+        if kind not in ("model", "cell", "end"):
+            continue  # record types added later do not break older readers
+        if current is None:
+            raise DataError(f"{source}: record {number} ({kind}) comes before any run record")
+        run_id = current["run_id"]
+        if kind == "end":
+            current.update({key: record.get(key) for key in ("finished", "wall_seconds", "phases")})
+        elif kind == "model":
+            models[(run_id, *(record.get(k) for k in MODEL_IDENTITY))] = record | {"run_id": run_id}
+        else:
+            identity = tuple(record.get(k) for k in CELL_IDENTITY)
+            if not all(isinstance(part, str) and part for part in identity):
+                raise DataError(
+                    f"{source}: record {number} is a cell record without a complete identity "
+                    f"({', '.join(CELL_IDENTITY)}): got {identity}"
+                )
+            cells[(run_id, *identity)] = record
+    return list(runs.values()), models, cells
+
+
+_RUN_KEYS = ("run_id", "started", "harness_version", "suite", "environment")
+
+
+def _cell_rows(
+    run: dict[str, Any], model: dict[str, Any] | None, cell: dict[str, Any]
+) -> list[dict[str, Any]]:
+    model = model or {}
+    counts = model.get("counts") or {}
+    training = model.get("training") or {}
+    describe = cell.get("describe") or {}
+    environment = run.get("environment") or {}
+    base: dict[str, Any] = {key: cell.get(key) for key in CELL_IDENTITY}
+    base |= {key: counts.get(key) for key in _COUNT_COLUMNS}
+    base |= {key: cell.get(key) for key in _CELL_COLUMNS}
+    base |= {
+        "status": cell.get("status"),
+        "error": _text(cell.get("error")),
+        "keras_bytes": model.get("keras_bytes"),
+        "onnx_bytes": describe.get("onnx_bytes"),
+        "train_steps": training.get("steps"),
+        "train_seconds": training.get("train_seconds"),
+        "train_images_per_s": training.get("images_per_s"),
+        "model_cache_hit": model.get("cache_hit"),
+        "test_accuracy": cell.get("accuracy"),
+        "reference_accuracy": model.get("test_accuracy"),
+        "inference_path": _text(describe.get("inference_path")),
+        "threads": _text(describe.get("threads")),
+        "providers": _text(describe.get("providers")),
+        "opset": _text(describe.get("opset")),
+        "run_id": run["run_id"],
+        "timestamp": run.get("started"),
+        "git_sha": environment.get("git_sha"),
+    }
+    batches = cell.get("batches") or []
+    if batches:
+        return [
+            base
+            | {"batch_size": batch.get("batch_size")}
+            | {key: (batch.get("stats") or {}).get(key) for key in _STAT_COLUMNS}
+            for batch in batches
+        ]
+    # A cell that did not measure still shows, once per planned batch size, so that compare
+    # can match it and the report can list its error.
+    batch_sizes = (run.get("suite") or {}).get("batch_sizes") or [None]
+    return [base | {"batch_size": size} for size in batch_sizes]
+
+
+def _samples_frame(cells: dict[tuple, dict[str, Any]]) -> pd.DataFrame:
+    keys: list[tuple] = []
+    arrays: list[np.ndarray] = []
+    for (run_id, *identity), cell in cells.items():
+        for batch in cell.get("batches") or []:
+            samples = np.asarray(batch.get("samples_ns") or [], dtype=np.int64)
+            if samples.size:
+                keys.append((run_id, *identity, batch.get("batch_size")))
+                arrays.append(samples)
+    lengths = np.array([a.size for a in arrays], dtype=np.int64)
+    names = ["run_id", *IDENTITY]
+    columns: dict[str, Any] = {}
+    for position, name in enumerate(names):
+        values = [key[position] for key in keys]
+        if name == "batch_size":
+            columns[name] = np.repeat(np.asarray(values, dtype=np.int64), lengths)
+        else:
+            categories = sorted(set(values))
+            position_of = {value: code for code, value in enumerate(categories)}
+            codes = np.repeat(np.asarray([position_of[v] for v in values], dtype=np.int32), lengths)
+            columns[name] = pd.Categorical.from_codes(codes, categories=categories)
+    starts = np.repeat(np.cumsum(lengths) - lengths, lengths)
+    columns["sample_index"] = np.arange(int(lengths.sum()), dtype=np.int64) - starts
+    columns["latency_ns"] = np.concatenate(arrays) if arrays else np.empty(0, dtype=np.int64)
+    return pd.DataFrame(columns)[column_names(SAMPLE_COLUMNS)]
+
+
+def empty_summary() -> pd.DataFrame:
+    return pd.DataFrame({name: pd.Series(dtype=dt) for name, dt in dtypes(SUMMARY_COLUMNS).items()})
+
+
+def summary_from_rows(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """Rows of plain values to a summary frame with the schema's columns, order and dtypes."""
+    if not rows:
+        return empty_summary()
+    frame = pd.DataFrame.from_records(rows, columns=column_names(SUMMARY_COLUMNS))
+    return frame.astype(dtypes(SUMMARY_COLUMNS))
+
+
+def build_tables(records: list[dict[str, Any]], source: Path) -> RunTables:
+    """The report tables of one journal's records; ``source`` names the journal in errors."""
+    runs, models, cells = _collect(records, source)
+    runs_by_id = {run["run_id"]: run for run in runs}
+    rows: list[dict[str, Any]] = []
+    for (run_id, *identity), cell in cells.items():
+        model = models.get((run_id, *identity[: len(MODEL_IDENTITY)]))
+        rows.extend(_cell_rows(runs_by_id[run_id], model, cell))
+    summary = summary_from_rows(rows)
+    if len(summary):
+        summary = summary.sort_values(["run_id", *IDENTITY], kind="stable", ignore_index=True)
+    return RunTables(
+        summary=summary,
+        samples=_samples_frame(cells),
+        runs=runs,
+        models=list(models.values()),
+    )

@@ -1,0 +1,204 @@
+"""``harness compare``: what is a regression, what is noise, and what is bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from harness.cli import main
+from harness.report.frames import build_tables
+from harness.report.store import (
+    RUN_JSON,
+    SAMPLES_PARQUET,
+    SUMMARY_PARQUET,
+    write_parquet,
+    write_run_json,
+)
+from harness.report.synthetic import (
+    cell_record,
+    environment,
+    journal_records,
+    model_record,
+    run_record,
+)
+
+
+def write_run(folder: Path, records: list[dict]) -> Path:
+    """Only the data files compare reads (no plots: keeps the tests fast)."""
+    folder.mkdir(parents=True)
+    tables = build_tables(records, folder / "journal.jsonl")
+    write_parquet(tables.summary, folder / SUMMARY_PARQUET)
+    write_parquet(tables.samples, folder / SAMPLES_PARQUET)
+    write_run_json(tables, folder / RUN_JSON)
+    return folder
+
+
+def one_cell_run(
+    folder: Path,
+    latency_ms: float,
+    samples: int,
+    seed: int,
+    env: dict | None = None,
+    **cell: object,
+) -> Path:
+    records = [
+        run_record(folder.name, env=env),
+        model_record(),
+        cell_record(latency_ms=latency_ms, samples=samples, seed=seed, **cell),
+    ]
+    return write_run(folder, records)
+
+
+def compare(capsys, *args: object) -> tuple[int, str, str]:
+    code = main(["compare", *map(str, args)])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_a_20_percent_shift_over_500_samples_is_a_regression(tmp_path, capsys):
+    base = one_cell_run(tmp_path / "base", 1.0, 500, seed=1)
+    new = one_cell_run(tmp_path / "new", 1.2, 500, seed=2)
+    code, out, _ = compare(capsys, base, new)
+    assert code == 1
+    assert "REGRESSION" in out and "p50_ms" in out
+
+
+def test_a_20_percent_speedup_is_an_improvement_not_a_failure(tmp_path, capsys):
+    base = one_cell_run(tmp_path / "base", 1.2, 500, seed=1)
+    new = one_cell_run(tmp_path / "new", 1.0, 500, seed=2)
+    code, out, _ = compare(capsys, base, new)
+    assert code == 0
+    assert "improvement" in out
+
+
+def test_noise_without_a_shift_is_not_a_regression(tmp_path, capsys):
+    base = one_cell_run(tmp_path / "base", 1.0, 500, seed=1)
+    new = one_cell_run(tmp_path / "new", 1.0, 500, seed=2)
+    code, out, _ = compare(capsys, base, new, "--all")
+    assert code == 0
+    assert "regression" not in out.lower().replace("no regression", "")
+
+
+def test_a_15_percent_shift_over_5_samples_is_not_significant(tmp_path, capsys):
+    base = one_cell_run(tmp_path / "base", 1.0, 5, seed=1)
+    new = one_cell_run(tmp_path / "new", 1.15, 5, seed=2)
+    code, out, _ = compare(capsys, base, new, "--all")
+    assert code == 0
+    assert "+1" in out  # the shift is shown (about +15%) ...
+    assert "REGRESSION" not in out  # ... but 5 samples cannot prove it
+
+
+def test_a_significant_shift_below_the_threshold_is_not_a_regression(tmp_path, capsys):
+    base = one_cell_run(tmp_path / "base", 1.0, 2000, seed=1)
+    new = one_cell_run(tmp_path / "new", 1.05, 2000, seed=2)
+    assert compare(capsys, base, new)[0] == 0
+    assert compare(capsys, base, new, "--threshold", "3")[0] == 1
+
+
+def test_an_accuracy_drop_beyond_the_threshold_is_a_regression(tmp_path, capsys):
+    base = one_cell_run(tmp_path / "base", 1.0, 50, seed=1, accuracy=0.90)
+    new = one_cell_run(tmp_path / "new", 1.0, 50, seed=1, accuracy=0.89)
+    code, out, _ = compare(capsys, base, new)
+    assert code == 1
+    assert "test_accuracy" in out and "-1.00 pp" in out
+    assert compare(capsys, base, new, "--accuracy-drop-pp", "2")[0] == 0
+
+
+def test_an_environment_mismatch_exits_2_and_names_the_fields(tmp_path, capsys):
+    base = one_cell_run(tmp_path / "base", 1.0, 50, seed=1)
+    other = environment(cpu_model="Other CPU", tensorflow="3.0.0")
+    new = one_cell_run(tmp_path / "new", 1.0, 50, seed=1, env=other)
+    code, _, err = compare(capsys, base, new)
+    assert code == 2
+    assert "cpu_model: 'Synthetic CPU' vs 'Other CPU'" in err
+    assert "libraries.tensorflow (major): '2' vs '3'" in err
+    code, out, _ = compare(capsys, base, new, "--allow-env-mismatch")
+    assert code == 0
+    assert "cpu_model" in out
+
+
+def test_a_minor_library_upgrade_is_the_same_environment(tmp_path, capsys):
+    base = one_cell_run(tmp_path / "base", 1.0, 50, seed=1)
+    new = one_cell_run(tmp_path / "new", 1.0, 50, seed=1, env=environment(tensorflow="2.22.1"))
+    assert compare(capsys, base, new)[0] == 0
+
+
+def test_deterministic_metrics_ignore_latency_and_environment(tmp_path, capsys):
+    base = one_cell_run(tmp_path / "base", 1.0, 500, seed=1)
+    new = one_cell_run(tmp_path / "new", 3.0, 500, seed=2, env=environment(cpu_model="Other CPU"))
+    code, out, _ = compare(capsys, base, new, "--metrics", "deterministic", "--markdown")
+    assert code == 0
+    assert out.startswith("## harness compare")
+    assert "Environment differences (allowed)" in out
+
+
+def test_a_parameter_count_change_fails_even_across_machines(tmp_path, capsys):
+    base = one_cell_run(tmp_path / "base", 1.0, 50, seed=1)
+    records = [run_record("new"), model_record(variant="pool"), cell_record(samples=50)]
+    records[1]["counts"]["params_dense"] += 1
+    new = write_run(tmp_path / "new", records)
+    code, out, _ = compare(capsys, base, new, "--metrics", "deterministic")
+    assert code == 1
+    assert "params_dense" in out and "+1" in out
+
+
+def test_a_cell_that_stopped_working_is_a_regression(tmp_path, capsys):
+    base = one_cell_run(tmp_path / "base", 1.0, 50, seed=1)
+    new = one_cell_run(tmp_path / "new", 1.0, 50, seed=1, status="crashed", error="SIGSEGV")
+    code, out, _ = compare(capsys, base, new, "--metrics", "deterministic")
+    assert code == 1
+    assert "status" in out and "crashed" in out and "SIGSEGV" in out
+
+
+def test_missing_and_new_rows_are_listed(tmp_path, capsys):
+    base = write_run(
+        tmp_path / "base", journal_records("base", datasets=("mnist",), variants=("pool",))
+    )
+    new = write_run(
+        tmp_path / "new", journal_records("new", datasets=("cifar10",), variants=("pool",))
+    )
+    code, out, _ = compare(capsys, base, new)
+    assert code == 0
+    assert "Rows in BASE missing from NEW (4)" in out
+    assert "mnist/book_cnn/pool/keras/cpu/1" in out
+    assert "Rows new in NEW (4)" in out
+
+
+def test_a_missing_folder_exits_2_naming_it(tmp_path, capsys):
+    base = one_cell_run(tmp_path / "base", 1.0, 5, seed=1)
+    code, _, err = compare(capsys, base, tmp_path / "nowhere")
+    assert code == 2
+    assert "nowhere" in err
+
+
+def test_a_truncated_parquet_exits_2_naming_the_file(tmp_path, capsys):
+    base = one_cell_run(tmp_path / "base", 1.0, 5, seed=1)
+    new = one_cell_run(tmp_path / "new", 1.0, 5, seed=1)
+    samples = new / SAMPLES_PARQUET
+    samples.write_bytes(samples.read_bytes()[:100])
+    code, _, err = compare(capsys, base, new)
+    assert code == 2
+    assert str(samples) in err
+
+
+def test_a_wrong_schema_version_exits_2_naming_the_file(tmp_path, capsys):
+    base = one_cell_run(tmp_path / "base", 1.0, 5, seed=1)
+    new = one_cell_run(tmp_path / "new", 1.0, 5, seed=1)
+    run_json = new / RUN_JSON
+    document = json.loads(run_json.read_text())
+    document["schema_version"] = 0
+    run_json.write_text(json.dumps(document))
+    code, _, err = compare(capsys, base, new)
+    assert code == 2
+    assert str(run_json) in err and "schema version" in err
+
+
+@pytest.mark.parametrize("percentile", ["90", "99"])
+def test_another_percentile_can_be_judged(tmp_path, capsys, percentile):
+    base = one_cell_run(tmp_path / "base", 1.0, 500, seed=1)
+    new = one_cell_run(tmp_path / "new", 1.3, 500, seed=2)
+    code, out, _ = compare(capsys, base, new, "--percentile", percentile)
+    assert code == 1
+    assert f"p{percentile}_ms" in out

@@ -1,0 +1,179 @@
+"""Every report file round-trips, is written atomically, and bad files are named in errors."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from harness.errors import DataError
+from harness.journal import JOURNAL_NAME, Journal
+from harness.report import write_run_reports
+from harness.report.benchmark_json import benchmark_document
+from harness.report.frames import build_tables
+from harness.report.store import (
+    read_csv,
+    read_parquet,
+    read_report_folder,
+    read_run_json,
+    write_parquet,
+)
+from harness.report.synthetic import (
+    cell_record,
+    journal_records,
+    model_record,
+    run_record,
+    write_journal,
+)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    """A run with a failed cell, written once with every output (plots too)."""
+    folder = tmp_path_factory.mktemp("run")
+    records = journal_records(datasets=("mnist",), samples=20)
+    records.insert(-1, cell_record(device="gpu", status="failed", error="CUDA error: oops"))
+    write_journal(folder, records)
+    write_run_reports(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tables(run_dir):
+    return build_tables(Journal(run_dir / JOURNAL_NAME).records(), run_dir / JOURNAL_NAME)
+
+
+def test_every_output_is_written(run_dir):
+    names = {p.name for p in run_dir.iterdir()}
+    expected = {"summary.parquet", "samples.parquet", "summary.csv", "run.json"}
+    expected |= {"benchmark.json", "report.md", "report.html", "plots"}
+    assert expected <= names
+    plots = {p.name for p in (run_dir / "plots").iterdir()}
+    assert {"latency.png", "accuracy_vs_params.png", "throughput.png"} <= plots
+    assert "confusion_mnist_book_cnn_pool.png" in plots
+    assert not [p for p in run_dir.rglob("*.tmp")], "temporary files left behind"
+
+
+def test_parquet_round_trips_both_tables(run_dir, tables):
+    pd.testing.assert_frame_equal(read_parquet(run_dir / "summary.parquet"), tables.summary)
+    pd.testing.assert_frame_equal(read_parquet(run_dir / "samples.parquet"), tables.samples)
+
+
+def test_csv_round_trips_the_summary(run_dir, tables):
+    pd.testing.assert_frame_equal(read_csv(run_dir / "summary.csv"), tables.summary)
+
+
+def test_run_json_round_trips_summary_and_runs(run_dir, tables):
+    document = read_run_json(run_dir / "run.json")
+    pd.testing.assert_frame_equal(document["summary"], tables.summary)
+    assert document["runs"] == json.loads(json.dumps(tables.runs))
+    assert document["runs"][0]["environment"]["cpu_model"] == "Synthetic CPU"
+    assert document["runs"][0]["phases"]["latency"] == 30.0
+
+
+def test_benchmark_json_holds_the_raw_samples_statistics(run_dir, tables):
+    document = json.loads((run_dir / "benchmark.json").read_text())
+    assert document == json.loads(json.dumps(benchmark_document(tables)))
+    ok_rows = tables.summary[tables.summary["status"] == "ok"]
+    assert len(document["benchmarks"]) == len(ok_rows)
+    bench = next(b for b in document["benchmarks"] if b["params"]["batch_size"] == 8)
+    identity = bench["params"]
+    samples = tables.samples
+    mask = np.ones(len(samples), dtype=bool)
+    for name, value in identity.items():
+        mask &= (samples[name] == value).to_numpy()
+    seconds = samples.loc[mask, "latency_ns"].to_numpy() / 1e9
+    assert bench["stats"]["rounds"] == seconds.size
+    assert bench["stats"]["median"] == pytest.approx(np.median(seconds))
+    assert bench["stats"]["min"] == pytest.approx(seconds.min())
+
+
+def test_pytest_benchmark_compare_accepts_the_exported_json(run_dir, tmp_path):
+    script = Path(sys.executable).with_name("pytest-benchmark")
+    if not script.exists():
+        pytest.skip(f"{script} is not installed (pip install pytest-benchmark)")
+    result = subprocess.run(
+        [str(script), "compare", str(run_dir / "benchmark.json")],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "onnxruntime[mnist-book_cnn-pool-cpu-b8]" in result.stdout
+
+
+def test_html_is_self_contained(run_dir):
+    html = (run_dir / "report.html").read_text()
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", html)
+    assert "http://" not in html and "https://" not in html
+    images = re.findall(r'<img [^>]*src="([^"]+)"', html)
+    assert images and all(src.startswith("data:image/png;base64,") for src in images)
+
+
+def test_markdown_lists_the_failed_cell_with_its_error(run_dir):
+    markdown = (run_dir / "report.md").read_text()
+    assert "CUDA error: oops" in markdown
+    assert "![Latency by backend, device and batch size](plots/latency.png)" in markdown
+
+
+def test_report_rebuilds_the_same_data_from_the_journal(run_dir, tmp_path):
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    (copy / JOURNAL_NAME).write_bytes((run_dir / JOURNAL_NAME).read_bytes())
+    write_run_reports(copy, plots=False)
+    for name in ("summary.csv", "run.json", "benchmark.json"):
+        assert (copy / name).read_text() == (run_dir / name).read_text(), name
+
+
+def test_a_truncated_parquet_is_an_error_naming_the_file(run_dir, tmp_path):
+    broken = tmp_path / "summary.parquet"
+    data = (run_dir / "summary.parquet").read_bytes()
+    broken.write_bytes(data[: len(data) // 2])
+    with pytest.raises(DataError, match=re.escape(str(broken))):
+        read_parquet(broken)
+
+
+def test_a_parquet_of_another_schema_version_is_an_error_naming_the_file(tmp_path):
+    path = tmp_path / "summary.parquet"
+    pd.DataFrame({"a": [1]}).to_parquet(path)
+    with pytest.raises(DataError, match=re.escape(str(path)) + ".*schema version"):
+        read_parquet(path)
+
+
+def test_a_run_json_of_another_schema_version_is_an_error_naming_the_file(run_dir, tmp_path):
+    path = tmp_path / "run.json"
+    document = json.loads((run_dir / "run.json").read_text())
+    document["schema_version"] = 999
+    path.write_text(json.dumps(document))
+    with pytest.raises(DataError, match=re.escape(str(path)) + ".*999"):
+        read_run_json(path)
+
+
+def test_a_folder_without_reports_is_an_error_naming_the_missing_file(tmp_path):
+    with pytest.raises(DataError, match=r"run\.json: missing"):
+        read_report_folder(tmp_path)
+
+
+def test_a_failed_write_keeps_the_previous_file(tmp_path):
+    path = tmp_path / "summary.parquet"
+    path.write_bytes(b"previous")
+    with pytest.raises(Exception):  # noqa: B017 - any failure of the writer
+        write_parquet(pd.DataFrame({"a": [object()]}), path)
+    assert path.read_bytes() == b"previous"
+    assert list(tmp_path.iterdir()) == [path]
+
+
+def test_report_of_an_interrupted_run_works(tmp_path):
+    write_journal(tmp_path, [run_record(), model_record(), cell_record()])
+    with (tmp_path / JOURNAL_NAME).open("a") as f:
+        f.write('{"type": "cell", "dataset": "mni')  # killed mid-write
+    with pytest.warns(UserWarning, match="torn last line"):
+        write_run_reports(tmp_path, plots=False)
+    assert "unfinished" in (tmp_path / "report.md").read_text()
