@@ -56,6 +56,15 @@ def test_summary_joins_model_counts_and_cell_measurements():
     assert row["run_id"] == "run-a"
 
 
+def test_achieved_gflops_is_two_macs_per_image_times_batch_over_p50_and_a_share_of_the_peak():
+    records = [run_record(), model_record("mnist", "pool"), cell_record("mnist", "pool")]
+    row = build_tables(records, SOURCE).summary.iloc[0]
+    expected = 2 * row["macs_per_image"] * row["batch_size"] / (row["p50_ms"] / 1e3) / 1e9
+    assert row["achieved_gflops"] == pytest.approx(expected)
+    assert row["peak_gflops"] == 100.0
+    assert row["peak_fraction"] == pytest.approx(expected / 100.0)
+
+
 def test_a_cell_that_did_not_measure_has_a_row_per_planned_batch_size():
     records = [
         run_record(),  # the suite plans batch sizes 1 and 8

@@ -124,7 +124,7 @@ def _collect(
     return list(runs.values()), models, cells
 
 
-_RUN_KEYS = ("run_id", "started", "harness_version", "suite", "environment")
+_RUN_KEYS = ("run_id", "started", "harness_version", "suite", "environment", "gemm_peak")
 
 
 def _cell_rows(
@@ -157,18 +157,31 @@ def _cell_rows(
         "timestamp": run.get("started"),
         "git_sha": environment.get("git_sha"),
     }
+    base["peak_gflops"] = (run.get("gemm_peak") or {}).get("gflops")
     batches = cell.get("batches") or []
     if batches:
         return [
-            base
-            | {"batch_size": batch.get("batch_size")}
-            | {key: (batch.get("stats") or {}).get(key) for key in _STAT_COLUMNS}
+            _with_efficiency(
+                base
+                | {"batch_size": batch.get("batch_size")}
+                | {key: (batch.get("stats") or {}).get(key) for key in _STAT_COLUMNS}
+            )
             for batch in batches
         ]
     # A cell that did not measure still shows, once per planned batch size, so that compare
     # can match it and the report can list its error.
     batch_sizes = (run.get("suite") or {}).get("batch_sizes") or [None]
     return [base | {"batch_size": size} for size in batch_sizes]
+
+
+def _with_efficiency(row: dict[str, Any]) -> dict[str, Any]:
+    """Achieved GFLOP/s at the median latency, and its share of the machine's GEMM peak."""
+    macs, batch, p50_ms = row.get("macs_per_image"), row.get("batch_size"), row.get("p50_ms")
+    if not (macs and batch and p50_ms):
+        return row
+    achieved = 2.0 * macs * batch / (p50_ms / 1e3) / 1e9
+    peak = row.get("peak_gflops")
+    return row | {"achieved_gflops": achieved, "peak_fraction": achieved / peak if peak else None}
 
 
 def _samples_frame(cells: dict[tuple, dict[str, Any]]) -> pd.DataFrame:

@@ -80,6 +80,9 @@ SUMMARY_COLUMNS: tuple[Column, ...] = (
     Column("run_id", "string", "the run this row comes from (merged reports hold several)"),
     Column("timestamp", "string", "when the run started (ISO 8601)"),
     Column("git_sha", "string", "commit of the harness that made the run"),
+    Column("achieved_gflops", "Float64", "2 x MACs per image x batch size / p50 latency"),
+    Column("peak_gflops", "Float64", "this machine's fp32 GEMM peak, measured at run start"),
+    Column("peak_fraction", "Float64", "achieved_gflops / peak_gflops"),
 )
 
 SAMPLE_COLUMNS: tuple[Column, ...] = (

@@ -51,6 +51,7 @@ def run_record(
         "harness_version": "0.1.0",
         "suite": suite.to_dict(),
         "environment": env or environment(),
+        "gemm_peak": {"gflops": 100.0, "engine": "synthetic", "size": 1024, "threads": 2},
     }
 
 
