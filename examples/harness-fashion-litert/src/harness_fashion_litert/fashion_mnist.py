@@ -1,0 +1,157 @@
+"""Fashion-MNIST: Zalando's drop-in replacement for MNIST, harder to classify.
+
+The same four IDX file names as MNIST, so they live in their own ``fashion-mnist/`` subfolder of
+the data folder, each gzipped or not. Debian's ``dataset-fashion-mnist`` package installs them
+as ``/usr/share/datasets/fashion-mnist/*.gz``: ``--data-dir /usr/share/datasets`` reads them in
+place. Files are parsed with :func:`harness.idx.read_idx`, which validates every header and
+length before trusting it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+
+from harness import hookimpl
+from harness.api import Dataset, LabelledImages, RemoteFile
+from harness.checksums import warn_if_content_differs
+from harness.errors import DataError
+from harness.idx import read_idx
+
+FOLDER = "fashion-mnist"
+IDX_UBYTE = 0x08
+SPLIT_FILES: dict[str, tuple[str, str]] = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+"""Split -> (images file, labels file), without the optional ``.gz``."""
+
+LOCATIONS = (
+    "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/",
+    "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+)
+DOWNLOAD_MD5 = {
+    "train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+    "train-labels-idx1-ubyte.gz": "25c81989df183df01b3e8a0aad5dffbe",
+    "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
+    "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310",
+}
+"""MD5 of the published ``.gz`` files (as torchvision checks them). Debian recompresses them, so
+local files are held to the content checksums instead."""
+
+
+class FashionMnistDataset(Dataset):
+    """Zalando's article images, 28x28 grey, 10 classes: 60,000 training and 10,000 test."""
+
+    name = "fashion_mnist"
+    description = "Zalando article images, 28x28x1, 10 classes (IDX files in fashion-mnist/)"
+    input_shape = (28, 28, 1)
+    class_names = (
+        "T-shirt/top",
+        "Trouser",
+        "Pullover",
+        "Dress",
+        "Coat",
+        "Sandal",
+        "Shirt",
+        "Sneaker",
+        "Bag",
+        "Ankle boot",
+    )
+    split_sizes: ClassVar[Mapping[str, int]] = {"train": 60000, "test": 10000}
+    content_checksums: ClassVar[Mapping[str, str]] = {
+        "train-images-idx3-ubyte": "md5:f4a8712d7a061bf5bd6d2ca38dc4d50a",
+        "train-labels-idx1-ubyte": "md5:9018921c3c673c538a1fc5bad174d6f9",
+        "t10k-images-idx3-ubyte": "md5:8181f5470baa50b63fa0f6fddb340f0a",
+        "t10k-labels-idx1-ubyte": "md5:15d484375f8d13e6eb1aabb0c3f46965",
+    }
+
+    def remote_files(self) -> Sequence[RemoteFile]:
+        return tuple(
+            RemoteFile(f"{FOLDER}/{name}", tuple(base + name for base in LOCATIONS), f"md5:{md5}")
+            for name, md5 in DOWNLOAD_MD5.items()
+        )
+
+    def describe_files(self) -> str:
+        names = [f"{FOLDER}/{name}" for pair in SPLIT_FILES.values() for name in pair]
+        return f"{', '.join(names)} (each gzipped as NAME.gz, or not)"
+
+    def missing_files(self, data_dir: Path) -> list[RemoteFile]:
+        return [
+            remote
+            for remote in self.remote_files()
+            if _locate(data_dir / FOLDER, Path(remote.filename).name.removesuffix(".gz")) is None
+        ]
+
+    def load(self, data_dir: Path, split: str) -> LabelledImages:
+        folder = Path(data_dir) / FOLDER
+        images_name, labels_name = SPLIT_FILES[split]
+        images_path = self._require(folder, images_name)
+        labels_path = self._require(folder, labels_name)
+        images = read_idx(images_path, expected_type=IDX_UBYTE, expected_ndim=3)
+        height, width, _ = self.input_shape
+        if images.array.shape[1:] != (height, width):
+            raise DataError(
+                f"{images_path}: images are {images.array.shape[1]}x{images.array.shape[2]}, "
+                f"expected {height}x{width}"
+            )
+        labels = read_idx(labels_path, expected_type=IDX_UBYTE, expected_ndim=1)
+        count = len(images.array)
+        if len(labels.array) != count:
+            raise DataError(
+                f"{labels_path}: {len(labels.array)} labels, but {images_path} holds {count} "
+                "images; the two files of a split must match"
+            )
+        bad = np.flatnonzero(labels.array >= self.num_classes)
+        if bad.size:
+            raise DataError(
+                f"{labels_path}: label out of range: {labels.array[bad[0]]} at index {bad[0]} "
+                f"({bad.size} such labels); expected 0..{self.num_classes - 1}"
+            )
+        if count == self.split_sizes[split]:  # a subset cannot match the release's checksum
+            for name, path, content in (
+                (images_name, images_path, images),
+                (labels_name, labels_path, labels),
+            ):
+                warn_if_content_differs(
+                    str(path), self.content_checksums[name], content.content_md5
+                )
+        return LabelledImages(
+            images=images.array.reshape(count, height, width, 1),
+            labels=labels.array.astype(np.int64),
+        )
+
+    def _require(self, folder: Path, name: str) -> Path:
+        path = _locate(folder, name)
+        if path is None:
+            raise DataError(
+                f"{folder / name}(.gz): file not found. Fashion-MNIST's four IDX files go in the "
+                f"{FOLDER}/ subfolder of the data folder (Debian's dataset-fashion-mnist puts "
+                "them in /usr/share/datasets/fashion-mnist/: use --data-dir /usr/share/datasets)"
+            )
+        return path
+
+
+def _locate(folder: Path, name: str) -> Path | None:
+    for candidate in (folder / name, folder / f"{name}.gz"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def write_synthetic(data_dir: Path, train: int = 200, test: int = 50, seed: int = 0) -> Path:
+    """Tiny, learnable files in Fashion-MNIST's layout (for tests and smoke runs); returns the
+    subfolder. The harness's own MNIST generator serves, as the two formats are the same."""
+    from harness.synthetic import write_mnist
+
+    folder = Path(data_dir) / FOLDER
+    write_mnist(folder, train=train, test=test, seed=seed)
+    return folder
+
+
+@hookimpl
+def register_datasets(register: Callable[[Dataset], None]) -> None:
+    register(FashionMnistDataset())
