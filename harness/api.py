@@ -42,7 +42,7 @@ class RemoteFile:
     """A file a dataset can fetch into the data folder when it is missing."""
 
     filename: str
-    """Name inside the data folder."""
+    """Path relative to the data folder; it may include a subfolder."""
     urls: tuple[str, ...]
     """The canonical location first, then mirrors, tried in order."""
     checksum: str
@@ -94,6 +94,17 @@ class Dataset(ABC):
         same data is accepted (an uncompressed or extracted copy).
         """
         return [r for r in self.remote_files() if not (data_dir / r.filename).exists()]
+
+    def write_synthetic(self, data_dir: Path, train: int, test: int, seed: int) -> None:
+        """Write tiny learnable files in this dataset's canonical format into ``data_dir``.
+
+        Suites with ``synthetic_data = true`` (smoke, CI) run on these, so that the whole
+        pipeline, parsing included, runs without the real data. Optional: a dataset without
+        it cannot be part of such a suite.
+        """
+        raise NotImplementedError(
+            f"dataset {self.name!r} cannot generate synthetic data (no write_synthetic)"
+        )
 
     def verify(self, data_dir: Path) -> dict[str, tuple[int, ...]]:
         """Load every split and hold it to this dataset's declared contract.

@@ -63,8 +63,8 @@ def download(
     file. Raises :class:`OfflineError` when no URL answered, else :class:`DownloadError`.
     """
     checksum = Checksum.parse(remote.checksum)
-    data_dir.mkdir(parents=True, exist_ok=True)
     target = data_dir / remote.filename
+    target.parent.mkdir(parents=True, exist_ok=True)  # the name may include a subfolder
     failures: dict[str, str] = {}  # the last failure of each URL: one line per location
     answered = False
     for url in remote.urls:

@@ -39,6 +39,9 @@ class ModelPlan:
 def plan_cells(suite: Suite, registry: Registry) -> list[ModelPlan]:
     """Every dataset x model x variant, each with its backend x device cells.
 
+    A model gets the suite's variants it has, so models with different variants can share a
+    suite; a variant that no model has is an error.
+
     A backend is paired only with the suite's devices it knows (``keras`` x ``gpu``,
     ``onnxruntime`` x ``cuda``), so one suite can name both spellings of the GPU. Unknown names
     are errors that list what is known.
@@ -53,19 +56,18 @@ def plan_cells(suite: Suite, registry: Registry) -> list[ModelPlan]:
             f"{suite.source}: device(s) {', '.join(unknown)} are not known to backends "
             f"{', '.join(suite.backends)}; known: {', '.join(sorted(known_devices))}"
         )
+    specs = [registry.model(name) for name in suite.models]
+    for variant in suite.variants:
+        if not any(variant in spec.variants for spec in specs):
+            offered = ", ".join(f"{s.name}: {'/'.join(s.variants)}" for s in specs)
+            raise SuiteError(
+                f"{suite.source}: no model has variant {variant!r}; variants: {offered}"
+            )
     plans: list[ModelPlan] = []
-    for model_name in suite.models:
-        spec = registry.model(model_name)
-        for variant in suite.variants:
-            if variant not in spec.variants:
-                raise SuiteError(
-                    f"{suite.source}: model {model_name!r} has no variant {variant!r}; "
-                    f"it has: {', '.join(spec.variants)}"
-                )
     for dataset in suite.datasets:
-        for model_name in suite.models:
-            for variant in suite.variants:
-                key = ModelKey(dataset, model_name, variant)
+        for spec in specs:
+            for variant in (v for v in suite.variants if v in spec.variants):
+                key = ModelKey(dataset, spec.name, variant)
                 cells = tuple(
                     CellKey(key, backend.name, device)
                     for backend in backends

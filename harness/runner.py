@@ -155,16 +155,15 @@ class Runner:
         return [r for r in self.journal.records() if r["type"] == "cell"]
 
     def _write_synthetic_data(self) -> None:
-        from harness import synthetic
-
         self.data_dir = self.run_dir / "synthetic-data"
         self.log(f"writing generated data in the canonical formats to {self.data_dir}")
-        synthetic.write_all(
-            self.data_dir,
-            train=SYNTHETIC_SIZES["train"],
-            test=SYNTHETIC_SIZES["test"],
-            seed=self.suite.seed,
-        )
+        for name in self.suite.datasets:
+            self.registry.dataset(name).write_synthetic(
+                self.data_dir,
+                train=SYNTHETIC_SIZES["train"],
+                test=SYNTHETIC_SIZES["test"],
+                seed=self.suite.seed,
+            )
 
     def _load(self, dataset_name: str) -> tuple[LabelledImages, LabelledImages]:
         from harness.download import fetch_missing

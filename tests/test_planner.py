@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from harness import hookimpl
+from harness.api import ModelSpec
 from harness.errors import RegistryError, SuiteError
 from harness.planner import plan_cells
 from harness.plugins import get_registry
@@ -42,7 +44,7 @@ def test_unknown_device_is_an_error_naming_the_known_ones():
 
 def test_unknown_variant_is_an_error_naming_the_models_variants():
     suite = override(load_suite("quick"), variants=("avgpool",))
-    with pytest.raises(SuiteError, match="no variant 'avgpool'; it has: pool, nopool"):
+    with pytest.raises(SuiteError, match="no model has variant 'avgpool'; variants: book_cnn: po"):
         plan_cells(suite, get_registry())
 
 
@@ -50,3 +52,29 @@ def test_unknown_backend_is_an_error_listing_the_known_ones():
     suite = override(load_suite("quick"), backends=("tensorrt",))
     with pytest.raises(RegistryError, match="unknown backend 'tensorrt'; known: keras, onnx"):
         plan_cells(suite, get_registry())
+
+
+class DenseOnly(ModelSpec):
+    name = "dense_only"
+    variants = ("dense",)
+
+    def build(self, variant, input_shape, num_classes):
+        raise NotImplementedError
+
+
+class DenseOnlyPlugin:
+    @hookimpl
+    def register_models(self, register):
+        register(DenseOnly())
+
+
+def test_each_model_gets_only_the_suite_variants_it_has(register_plugin):
+    register_plugin(DenseOnlyPlugin(), "dense_only")
+    suite = override(
+        load_suite("quick"),
+        datasets=("mnist",),
+        models=("book_cnn", "dense_only"),
+        variants=("pool", "dense"),
+    )
+    plans = plan_cells(suite, get_registry())
+    assert [p.key.slug() for p in plans] == ["mnist-book_cnn-pool", "mnist-dense_only-dense"]

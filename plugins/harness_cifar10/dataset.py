@@ -90,6 +90,11 @@ class Cifar10Dataset(Dataset):
             return []
         return list(self.remote_files())
 
+    def write_synthetic(self, data_dir: Path, train: int, test: int, seed: int) -> None:
+        from harness.synthetic import write_cifar10
+
+        write_cifar10(data_dir, train=train, test=test, seed=seed)
+
     def load(self, data_dir: Path, split: str) -> LabelledImages:
         """Read one split; a complete extracted folder is preferred to the archive."""
         wanted = (*SPLIT_BATCHES[split], META)

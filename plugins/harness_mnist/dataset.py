@@ -76,6 +76,11 @@ class MnistDataset(Dataset):
             if _locate(data_dir, remote.filename.removesuffix(".gz")) is None
         ]
 
+    def write_synthetic(self, data_dir: Path, train: int, test: int, seed: int) -> None:
+        from harness.synthetic import write_mnist
+
+        write_mnist(data_dir, train=train, test=test, seed=seed)
+
     def load(self, data_dir: Path, split: str) -> LabelledImages:
         """Read one split; the plain file is used when both it and NAME.gz are present."""
         images_name, labels_name = SPLIT_FILES[split]
