@@ -182,7 +182,7 @@ class Runner:
         from sklearn.metrics import confusion_matrix
 
         from harness.counting import count_model
-        from harness.model_cache import TrainedModelCache
+        from harness.model_cache import TrainedModelCache, load_model
         from harness.training import predict_logits
 
         dataset = self.registry.dataset(key.dataset)
@@ -205,7 +205,7 @@ class Runner:
         self.log(f"{key.slug()}: {state} ({cached.trained.artifact_dir})")
 
         t0 = time.perf_counter()
-        model = keras.saving.load_model(cached.trained.keras_path, compile=False)
+        model = load_model(cached.trained.keras_path)
         eval_set = test
         if self.suite.test_subset:
             n = self.suite.test_subset
