@@ -1,1 +1,9 @@
-"""Keras backend plugin (placeholder until it lands)."""
+"""Keras backend plugin: the trained ``.keras`` model through a compiled ``tf.function``."""
+
+from harness import hookimpl
+from harness_keras.backend import KerasBackend
+
+
+@hookimpl
+def register_backends(register) -> None:
+    register(KerasBackend())

@@ -1,0 +1,278 @@
+"""Runs one cell (one backend x device on one trained model) in its own process, with a timeout.
+
+A backend that crashes the interpreter, hangs or raises costs one cell, never the run: the
+parent turns every outcome into a journal ``cell`` record with a status:
+
+- ``ok``: measured; ``failed``: the backend raised (the error names the type, message and the
+  last frame); ``timeout``: the parent killed the worker after ``timeout_s``; ``crashed``: the
+  worker died (signal or exit code, with the tail of its stderr); ``unavailable``: the backend
+  raised :class:`harness.errors.DeviceUnavailable` (the reason is the error).
+
+Child entry point: ``python -m harness.worker SPEC.json RESULT.json``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import faulthandler
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from harness.api import Predictor, TrainedModel
+from harness.errors import DeviceUnavailable
+from harness.latency import LatencyStats, measure
+from harness.suite import LatencyConfig
+
+STATUSES = ("ok", "failed", "timeout", "crashed", "unavailable")
+PARITY_MIN_TOP1_AGREEMENT = 0.999
+PARITY_MAX_ABS_DIFF = 1e-3
+EVAL_CHUNK = 256
+"""Images per call when scoring the whole evaluation set."""
+STDERR_TAIL_CHARS = 4000
+
+
+@dataclass(frozen=True)
+class CellSpec:
+    """Everything a worker needs to measure one cell; travels to the child as JSON."""
+
+    dataset: str
+    model: str
+    variant: str
+    backend: str
+    device: str
+    trained: TrainedModel
+    eval_path: Path
+    """An .npz with ``images`` (uint8 NHWC), ``labels`` (int64) and ``reference_logits``
+    (float32, the Keras reference model's logits on exactly those images)."""
+    batch_sizes: tuple[int, ...]
+    latency: LatencyConfig
+    backend_options: dict[str, Any] = field(default_factory=dict)
+    """This backend's own settings (the suite's ``backend_options[backend]``)."""
+    seed: int = 0
+
+    @property
+    def label(self) -> str:
+        return f"{self.dataset}-{self.model}-{self.variant}-{self.backend}-{self.device}"
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["trained"]["keras_path"] = str(self.trained.keras_path)
+        data["trained"]["artifact_dir"] = str(self.trained.artifact_dir)
+        data["eval_path"] = str(self.eval_path)
+        data["batch_sizes"] = list(self.batch_sizes)
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> CellSpec:
+        trained = dict(data["trained"])
+        trained["keras_path"] = Path(trained["keras_path"])
+        trained["artifact_dir"] = Path(trained["artifact_dir"])
+        return cls(
+            **{
+                **data,
+                "trained": TrainedModel(**trained),
+                "eval_path": Path(data["eval_path"]),
+                "batch_sizes": tuple(data["batch_sizes"]),
+                "latency": LatencyConfig(**data["latency"]),
+            }
+        )
+
+
+def empty_record(spec: CellSpec, status: str, error: str | None) -> dict[str, Any]:
+    """A cell record with nothing measured yet."""
+    return {
+        "type": "cell",
+        "dataset": spec.dataset,
+        "model": spec.model,
+        "variant": spec.variant,
+        "backend": spec.backend,
+        "device": spec.device,
+        "status": status,
+        "error": error,
+        "prepare_s": None,
+        "first_inference_ms": None,
+        "accuracy": None,
+        "num_eval": None,
+        "parity_top1_agreement": None,
+        "parity_max_abs_diff": None,
+        "parity_ok": None,
+        "peak_rss_bytes": None,
+        "describe": {},
+        "phases": {"prepare": None, "accuracy": None, "latency": None},
+        "worker_seconds": None,
+        "batches": [],
+    }
+
+
+def run_cell(spec: CellSpec) -> dict[str, Any]:
+    """Measure one cell in this process; every exception becomes the record's status."""
+    from harness.plugins import get_registry
+
+    started = time.perf_counter()
+    record = empty_record(spec, "ok", None)
+    try:
+        backend = get_registry().backend(spec.backend)
+        with np.load(spec.eval_path) as data:
+            images = np.ascontiguousarray(data["images"])
+            labels = data["labels"]
+            reference = data["reference_logits"]
+        before = time.perf_counter()
+        try:
+            predictor = backend.prepare(spec.trained, spec.device, spec.backend_options)
+        except DeviceUnavailable as exc:
+            record.update(status="unavailable", error=str(exc))
+            return record
+        record["prepare_s"] = record["phases"]["prepare"] = time.perf_counter() - before
+        try:
+            _measure_predictor(predictor, spec, images, labels, reference, record)
+        finally:
+            predictor.close()
+    except Exception as exc:
+        record.update(status="failed", error=describe_exception(exc), batches=[])
+    finally:
+        record["peak_rss_bytes"] = peak_rss_bytes()
+        record["worker_seconds"] = time.perf_counter() - started
+    return record
+
+
+def _measure_predictor(
+    predictor: Predictor,
+    spec: CellSpec,
+    images: np.ndarray,
+    labels: np.ndarray,
+    reference: np.ndarray,
+    record: dict[str, Any],
+) -> None:
+    before = time.perf_counter()
+    predictor.predict(images[:1])
+    record["first_inference_ms"] = (time.perf_counter() - before) * 1000
+
+    before = time.perf_counter()
+    logits = np.concatenate(
+        [predictor.predict(images[i : i + EVAL_CHUNK]) for i in range(0, len(images), EVAL_CHUNK)]
+    )
+    if logits.shape != reference.shape:
+        raise ValueError(
+            f"backend {spec.backend!r} returned logits of shape {logits.shape} for "
+            f"{len(images)} images; expected {reference.shape} like the Keras reference"
+        )
+    predicted = logits.argmax(axis=1)
+    agreement = float(np.mean(predicted == reference.argmax(axis=1)))
+    max_diff = float(np.max(np.abs(logits.astype(np.float64) - reference)))
+    record.update(
+        accuracy=float(np.mean(predicted == labels)),
+        num_eval=len(labels),
+        parity_top1_agreement=agreement,
+        parity_max_abs_diff=max_diff,
+        parity_ok=agreement >= PARITY_MIN_TOP1_AGREEMENT and max_diff <= PARITY_MAX_ABS_DIFF,
+    )
+    record["phases"]["accuracy"] = time.perf_counter() - before
+
+    before = time.perf_counter()
+    order = np.random.default_rng(spec.seed).permutation(len(images))
+    batches = []
+    for batch_size in spec.batch_sizes:
+        batch = np.ascontiguousarray(images[np.resize(order, batch_size)])
+        samples = measure(lambda batch=batch: predictor.predict(batch), spec.latency)
+        batches.append(
+            {
+                "batch_size": batch_size,
+                "stats": LatencyStats.from_samples(samples, batch_size).to_dict(),
+                "samples_ns": samples.tolist(),
+            }
+        )
+    record["phases"]["latency"] = time.perf_counter() - before
+    record["describe"] = predictor.describe()
+    record["batches"] = batches
+
+
+def describe_exception(exc: BaseException) -> str:
+    """``Type: message (at file:line in function)``: enough to find the failing line."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = (
+        f" (at {frames[-1].filename}:{frames[-1].lineno} in {frames[-1].name})" if frames else ""
+    )
+    return f"{type(exc).__name__}: {exc}{where}"
+
+
+def peak_rss_bytes() -> int | None:
+    """This process's peak resident memory, or None where the OS does not say."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024  # macOS: bytes; Linux: KiB
+
+
+def run_cell_subprocess(spec: CellSpec, timeout_s: float, work_dir: Path) -> dict[str, Any]:
+    """Measure one cell in a fresh worker process; never raises for what happens inside it."""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    spec_path = work_dir / f"{spec.label}.spec.json"
+    result_path = work_dir / f"{spec.label}.result.json"
+    log_path = work_dir / f"{spec.label}.log"
+    spec_path.write_text(json.dumps(spec.to_json(), indent=1))
+    result_path.unlink(missing_ok=True)
+    command = [sys.executable, "-m", "harness.worker", str(spec_path), str(result_path)]
+    started = time.perf_counter()
+    with log_path.open("wb") as log:
+        # A session of its own, so a timeout kills the worker and anything it started.
+        child = subprocess.Popen(command, stdout=log, stderr=log, start_new_session=True)
+        try:
+            returncode = child.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            _kill_group(child)
+            record = empty_record(
+                spec, "timeout", f"worker killed after the cell's timeout of {timeout_s:g} s"
+            )
+            record["worker_seconds"] = time.perf_counter() - started
+            return record
+        except BaseException:  # e.g. Ctrl-C in the parent: take the worker down with us
+            _kill_group(child)
+            raise
+    if returncode == 0 and result_path.is_file():
+        return json.loads(result_path.read_text())
+    if returncode < 0:
+        how = f"worker killed by signal {signal.Signals(-returncode).name}"
+    elif returncode == 0:
+        how = f"worker exited without writing {result_path}"
+    else:
+        how = f"worker exited with code {returncode}"
+    tail = log_path.read_text(errors="replace")[-STDERR_TAIL_CHARS:].strip()
+    record = empty_record(spec, "crashed", f"{how}; log {log_path} ends with:\n{tail}")
+    record["worker_seconds"] = time.perf_counter() - started
+    return record
+
+
+def _kill_group(child: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError):  # it may have exited just now
+        os.killpg(child.pid, signal.SIGKILL)
+    child.wait()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 2:
+        print("usage: python -m harness.worker SPEC.json RESULT.json", file=sys.stderr)
+        return 2
+    spec_path, result_path = Path(args[0]), Path(args[1])
+    faulthandler.enable()  # a fatal signal leaves a Python traceback in the log
+    record = run_cell(CellSpec.from_json(json.loads(spec_path.read_text())))
+    partial = result_path.with_name(result_path.name + ".partial")
+    partial.write_text(json.dumps(record))
+    os.replace(partial, result_path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,166 @@
+"""ONNX Runtime inference sessions on the CPU or CUDA, and proof of where they really run.
+
+ONNX Runtime falls back to the CPU silently when the CUDA provider cannot load (a missing
+cuDNN, a CPU-only wheel). A "cuda" cell is therefore checked after the session exists: unless
+``CUDAExecutionProvider`` is the session's first provider, the cell is unavailable, never timed.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import psutil
+
+from harness.api import Backend, Predictor, TrainedModel
+from harness.errors import DeviceUnavailable, SuiteError
+from harness_onnxruntime.export import DEFAULT_OPSET, OnnxExport, export_onnx
+
+PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
+EXECUTION_MODES = {"sequential": "ORT_SEQUENTIAL", "parallel": "ORT_PARALLEL"}
+OPTION_TYPES: dict[str, type] = {
+    "intra_op_threads": int,
+    "inter_op_threads": int,
+    "execution_mode": str,
+    "opset": int,
+}
+"""``backend_options.onnxruntime`` keys; a thread count of 0 leaves ONNX Runtime's default."""
+
+
+def default_intra_op_threads() -> int:
+    """One thread per physical core: hyper-threads slow ONNX Runtime's compute-bound kernels."""
+    return psutil.cpu_count(logical=False) or os.cpu_count() or 1
+
+
+class OnnxRuntimePredictor(Predictor):
+    def __init__(self, session: Any, details: dict[str, Any]) -> None:
+        self._session = session
+        self._input_name = session.get_inputs()[0].name
+        self._output_names = [session.get_outputs()[0].name]
+        self._details = details
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        # run() returns host numpy arrays: on CUDA the copy back has waited for the GPU.
+        return self._session.run(self._output_names, {self._input_name: batch})[0]
+
+    def describe(self) -> dict[str, Any]:
+        return dict(self._details)
+
+    def close(self) -> None:
+        self._session = None
+
+
+class OnnxRuntimeBackend(Backend):
+    name = "onnxruntime"
+    description = "ONNX Runtime on a tf2onnx export (graph optimisation ALL)"
+    devices = ("cpu", "cuda")
+
+    def probe_devices(self) -> dict[str, str | None]:
+        import onnxruntime as ort
+
+        available = ort.get_available_providers()
+        return {
+            "cpu": None,
+            "cuda": None if PROVIDERS["cuda"] in available else _no_cuda_reason(ort, available),
+        }
+
+    def prepare(
+        self, model: TrainedModel, device: str, options: Mapping[str, Any]
+    ) -> OnnxRuntimePredictor:
+        if device not in PROVIDERS:
+            raise DeviceUnavailable(
+                f"the onnxruntime backend has no device {device!r}; it knows cpu and cuda"
+            )
+        settings = check_options(options)
+        import onnxruntime as ort
+
+        if device == "cuda" and PROVIDERS["cuda"] not in ort.get_available_providers():
+            raise DeviceUnavailable(_no_cuda_reason(ort, ort.get_available_providers()))
+        export = export_onnx(model, settings["opset"])
+        session = open_session(export, device, settings)
+        return OnnxRuntimePredictor(session, describe_session(session, export, device, settings))
+
+
+def check_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """The suite's ``backend_options.onnxruntime``, checked, with defaults filled in."""
+    settings: dict[str, Any] = {
+        "intra_op_threads": default_intra_op_threads(),
+        "inter_op_threads": 0,
+        "execution_mode": "sequential",
+        "opset": DEFAULT_OPSET,
+    }
+    for key, value in options.items():
+        expected = OPTION_TYPES.get(key)
+        if expected is None:
+            raise SuiteError(
+                f"backend_options.onnxruntime: unknown key {key!r}; "
+                f"allowed: {', '.join(OPTION_TYPES)}"
+            )
+        if type(value) is not expected or (expected is int and value < 0):
+            raise SuiteError(
+                f"backend_options.onnxruntime.{key} must be a non-negative {expected.__name__}, "
+                f"got {value!r}"
+            )
+        settings[key] = value
+    if settings["execution_mode"] not in EXECUTION_MODES:
+        raise SuiteError(
+            f"backend_options.onnxruntime.execution_mode must be one of "
+            f"{', '.join(EXECUTION_MODES)}, got {settings['execution_mode']!r}"
+        )
+    return settings
+
+
+def open_session(export: OnnxExport, device: str, settings: Mapping[str, Any]) -> Any:
+    """An InferenceSession on ``device``; DeviceUnavailable if it fell back to another one."""
+    import onnxruntime as ort
+
+    session_options = ort.SessionOptions()
+    session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    session_options.intra_op_num_threads = settings["intra_op_threads"]
+    session_options.inter_op_num_threads = settings["inter_op_threads"]
+    session_options.execution_mode = getattr(
+        ort.ExecutionMode, EXECUTION_MODES[settings["execution_mode"]]
+    )
+    requested = [PROVIDERS[device]]
+    session = ort.InferenceSession(str(export.path), session_options, providers=requested)
+    in_use = session.get_providers()
+    if not in_use or in_use[0] != PROVIDERS[device]:
+        raise DeviceUnavailable(
+            f"asked ONNX Runtime for {PROVIDERS[device]}, but the session runs on "
+            f"{', '.join(in_use) or 'nothing'} (a silent fallback; its log says why): "
+            f"such numbers would not be {device} numbers"
+        )
+    return session
+
+
+def describe_session(
+    session: Any, export: OnnxExport, device: str, settings: Mapping[str, Any]
+) -> dict[str, Any]:
+    """What ran: providers in use, threads, graph optimisation and the export it ran."""
+    import onnxruntime as ort
+
+    return {
+        "inference_path": "InferenceSession.run",
+        "device": device,
+        "providers": list(session.get_providers()),
+        "graph_optimization": "ORT_ENABLE_ALL",
+        "intra_op_threads": settings["intra_op_threads"],
+        "inter_op_threads": settings["inter_op_threads"],
+        "execution_mode": settings["execution_mode"],
+        "opset": export.opset,
+        "export_seconds": export.export_seconds,
+        "export_cached": export.cached,
+        "onnx_bytes": export.onnx_bytes,
+        "onnxruntime": ort.__version__,
+        "tf2onnx": export.tf2onnx_version,
+    }
+
+
+def _no_cuda_reason(ort: Any, available: list[str]) -> str:
+    return (
+        f"onnxruntime {ort.__version__} offers no CUDAExecutionProvider (it has "
+        f"{', '.join(available)}): install onnxruntime-gpu (the `gpu` extra) in place of "
+        "onnxruntime, on a machine with an NVIDIA GPU"
+    )

@@ -1,0 +1,243 @@
+"""Every outcome of a cell becomes a record: ok, failed, timeout, crashed, unavailable.
+
+The test backends are numpy-only (no TensorFlow), so each worker process starts in a second.
+They live in a throwaway distribution on PYTHONPATH, so the CHILD process discovers them through
+its entry points exactly as it discovers real plugins.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from harness.api import TrainedModel
+from harness.latency import LatencyStats
+from harness.suite import LatencyConfig
+from harness.worker import CellSpec, run_cell, run_cell_subprocess
+
+TEST_BACKENDS = '''
+import os
+import time
+
+import numpy as np
+
+from harness import hookimpl
+from harness.api import Backend, Predictor
+from harness.errors import DeviceUnavailable
+
+
+class PixelPredictor(Predictor):
+    """Logits are the first ten pixels: deterministic, so the test can compute them too."""
+
+    def predict(self, batch):
+        return batch.reshape(len(batch), -1)[:, :10].astype(np.float32)
+
+    def describe(self):
+        return {"inference_path": "numpy slice"}
+
+
+class AbortingPredictor(Predictor):
+    def predict(self, batch):
+        os.abort()
+
+
+class PixelBackend(Backend):
+    name = "pixels"
+
+    def prepare(self, model, device, options):
+        return PixelPredictor()
+
+
+class AbortingBackend(Backend):
+    name = "aborting"
+
+    def prepare(self, model, device, options):
+        return AbortingPredictor()
+
+
+class SleepingBackend(Backend):
+    name = "sleeping"
+
+    def prepare(self, model, device, options):
+        time.sleep(600)
+
+
+class RaisingBackend(Backend):
+    name = "raising"
+
+    def prepare(self, model, device, options):
+        raise RuntimeError("the backend exploded")
+
+
+class NoDeviceBackend(Backend):
+    name = "nodevice"
+
+    def prepare(self, model, device, options):
+        raise DeviceUnavailable("no frobnicator on this machine")
+
+
+@hookimpl
+def register_backends(register):
+    backends = (PixelBackend, AbortingBackend, SleepingBackend, RaisingBackend, NoDeviceBackend)
+    for backend in backends:
+        register(backend())
+'''
+
+LATENCY = LatencyConfig(
+    warmup_iterations=2,
+    warmup_seconds=0.0,
+    min_iterations=5,
+    min_seconds=0.0,
+    max_iterations=100,
+    max_seconds=5.0,
+)
+
+
+def pixel_logits(images: np.ndarray) -> np.ndarray:
+    return images.reshape(len(images), -1)[:, :10].astype(np.float32)
+
+
+@pytest.fixture
+def eval_data(tmp_path: Path) -> tuple[Path, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 256, size=(40, 4, 4, 1), dtype=np.uint8)
+    labels = rng.integers(0, 10, size=40).astype(np.int64)
+    path = tmp_path / "eval.npz"
+    np.savez(path, images=images, labels=labels, reference_logits=pixel_logits(images))
+    return path, images, labels
+
+
+@pytest.fixture
+def test_backends(make_distribution: Callable[..., Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The test backends, visible to this process and to worker processes, and nothing else."""
+    site = make_distribution("harness-testbackends", "harness_testbackends", TEST_BACKENDS)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.setenv("HARNESS_PLUGINS", "harness_testbackends")
+
+
+def spec_for(backend: str, eval_path: Path, **changes: Any) -> CellSpec:
+    trained = TrainedModel(
+        dataset="tiny",
+        model="none",
+        variant="plain",
+        keras_path=eval_path.parent / "absent.keras",
+        artifact_dir=eval_path.parent / "artifacts",
+        cache_key="k",
+    )
+    values: dict[str, Any] = dict(
+        dataset="tiny",
+        model="none",
+        variant="plain",
+        backend=backend,
+        device="cpu",
+        trained=trained,
+        eval_path=eval_path,
+        batch_sizes=(1, 3),
+        latency=LATENCY,
+        seed=0,
+    )
+    values.update(changes)
+    return CellSpec(**values)
+
+
+@pytest.mark.usefixtures("test_backends")
+def test_an_ok_cell_has_accuracy_parity_latency_and_what_ran(eval_data) -> None:
+    eval_path, images, labels = eval_data
+    record = run_cell(spec_for("pixels", eval_path))
+    assert record["status"] == "ok", record["error"]
+    assert record["error"] is None
+    expected_accuracy = float(np.mean(pixel_logits(images).argmax(axis=1) == labels))
+    assert record["accuracy"] == pytest.approx(expected_accuracy)
+    assert record["num_eval"] == 40
+    assert record["parity_top1_agreement"] == 1.0
+    assert record["parity_max_abs_diff"] == 0.0
+    assert record["parity_ok"] is True
+    assert record["prepare_s"] >= 0 and record["first_inference_ms"] > 0
+    assert record["peak_rss_bytes"] > 0
+    assert record["describe"] == {"inference_path": "numpy slice"}
+    assert set(record["phases"]) == {"prepare", "accuracy", "latency"}
+    assert [b["batch_size"] for b in record["batches"]] == [1, 3]
+    for batch in record["batches"]:
+        assert len(batch["samples_ns"]) == batch["stats"]["iterations"] >= 5
+        assert set(batch["stats"]) == set(LatencyStats.__dataclass_fields__)
+
+
+@pytest.mark.usefixtures("test_backends")
+def test_logits_off_the_reference_are_flagged(eval_data, tmp_path: Path) -> None:
+    _, images, labels = eval_data
+    shifted = pixel_logits(images)
+    shifted[0] += np.float32(0.01)
+    other = tmp_path / "shifted.npz"
+    np.savez(other, images=images, labels=labels, reference_logits=shifted)
+    record = run_cell(spec_for("pixels", other))
+    assert record["status"] == "ok"
+    assert record["parity_max_abs_diff"] == pytest.approx(0.01, rel=1e-3)
+    assert record["parity_ok"] is False
+
+
+@pytest.mark.usefixtures("test_backends")
+def test_a_backend_that_raises_gives_a_failed_cell_naming_the_error(eval_data) -> None:
+    record = run_cell(spec_for("raising", eval_data[0]))
+    assert record["status"] == "failed"
+    assert record["error"].startswith("RuntimeError: the backend exploded (at ")
+    assert "in prepare" in record["error"]
+    assert record["batches"] == []
+
+
+@pytest.mark.usefixtures("test_backends")
+def test_a_missing_device_gives_an_unavailable_cell_with_the_reason(eval_data) -> None:
+    record = run_cell(spec_for("nodevice", eval_data[0]))
+    assert record["status"] == "unavailable"
+    assert record["error"] == "no frobnicator on this machine"
+    assert record["accuracy"] is None and record["batches"] == []
+
+
+@pytest.mark.usefixtures("test_backends")
+def test_an_unknown_backend_is_a_failed_cell(eval_data) -> None:
+    record = run_cell(spec_for("nonesuch", eval_data[0]))
+    assert record["status"] == "failed"
+    assert "unknown backend 'nonesuch'" in record["error"]
+
+
+def test_a_spec_survives_its_json_round_trip(eval_data) -> None:
+    spec = spec_for("pixels", eval_data[0], backend_options={"intra_op_threads": 2})
+    assert CellSpec.from_json(spec.to_json()) == spec
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("test_backends")
+def test_a_crash_and_a_hang_become_rows_while_the_other_cells_finish(
+    eval_data, tmp_path: Path
+) -> None:
+    eval_path = eval_data[0]
+    work = tmp_path / "work"
+    records = [
+        run_cell_subprocess(spec_for(backend, eval_path), timeout_s=8.0, work_dir=work)
+        for backend in ("aborting", "pixels", "raising")
+    ]
+    records.append(
+        run_cell_subprocess(spec_for("sleeping", eval_path), timeout_s=1.5, work_dir=work)
+    )
+    records.append(run_cell_subprocess(spec_for("nodevice", eval_path), 8.0, work))
+    statuses = {r["backend"]: r["status"] for r in records}
+    assert statuses == {
+        "aborting": "crashed",
+        "pixels": "ok",
+        "raising": "failed",
+        "sleeping": "timeout",
+        "nodevice": "unavailable",
+    }
+    crashed, ok, _, timed_out, _ = records
+    assert "signal SIGABRT" in crashed["error"]
+    assert "predict" in crashed["error"]  # faulthandler's traceback, from the worker's log
+    assert ok["parity_ok"] is True and len(ok["batches"]) == 2
+    assert "timeout of 1.5 s" in timed_out["error"]
+    assert 1.5 <= timed_out["worker_seconds"] < 8.0
+    for record in records:
+        assert record["type"] == "cell"
+        assert record["worker_seconds"] is not None
