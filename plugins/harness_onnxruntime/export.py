@@ -13,6 +13,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from harness.api import TrainedModel
 
@@ -55,7 +56,7 @@ def export_onnx(model: TrainedModel, opset: int = DEFAULT_OPSET) -> OnnxExport:
         return keras_model(images, training=False)
 
     started = time.perf_counter()
-    proto, _ = tf2onnx.convert.from_function(infer, input_signature=signature, opset=opset)
+    proto = _convert(infer, signature, opset)
     export_seconds = time.perf_counter() - started
 
     model.artifact_dir.mkdir(parents=True, exist_ok=True)
@@ -73,6 +74,33 @@ def export_onnx(model: TrainedModel, opset: int = DEFAULT_OPSET) -> OnnxExport:
     del record["cached"]
     _write_atomically(record_path, json.dumps(record, indent=1).encode())
     return export
+
+
+def _convert(function: Any, signature: list[Any], opset: int) -> Any:
+    """tf2onnx in its large-model mode, then the weights put back inside the model.
+
+    The large-model mode keeps big constants out of the protobufs tf2onnx copies again and
+    again while it optimizes: for the 51M-weight nopool model this cuts the export from about
+    80 s and 10 GB of memory to about 30 s and 7 GB. The result still fits one protobuf (< 2 GB),
+    so the weights are inlined again and ``model.onnx`` stays a single self-contained file.
+    """
+    import numpy as np
+    import onnx
+    import tf2onnx
+
+    if not hasattr(np, "product"):  # tf2onnx 1.17's large-model path still calls np.product
+        np.product = np.prod
+    proto, storage = tf2onnx.convert.from_function(
+        function, input_signature=signature, opset=opset, large_model=True
+    )
+    for tensor in proto.graph.initializer:
+        if tensor.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        location = {entry.key: entry.value for entry in tensor.external_data}["location"]
+        tensor.raw_data = storage.name_to_tensor_data[location]
+        del tensor.external_data[:]
+        tensor.data_location = onnx.TensorProto.DEFAULT
+    return proto
 
 
 def _read_cache(
