@@ -185,10 +185,22 @@ def _store(folder: Path, model: Any, record: dict[str, Any]) -> None:
         shutil.rmtree(folder)  # a damaged entry, and conversions of an older model
     folder.mkdir(parents=True)
     model_path = folder / MODEL_FILE
-    _atomic_write(model_path, lambda tmp: model.save(tmp))
+    inference_model = _without_training_state(model)
+    _atomic_write(model_path, lambda tmp: inference_model.save(tmp))
     record["keras_sha256"] = _file_sha256(model_path)
     text = json.dumps(record, indent=2, sort_keys=True)
     _atomic_write(folder / SIDECAR_FILE, lambda tmp: tmp.write_text(text))
+
+
+def _without_training_state(model: Any) -> Any:
+    """An uncompiled copy with the same weights: the cache holds what inference needs.
+
+    A compiled model's ``.keras`` file also carries Adam's two moment slots per weight, three
+    times the model's size (over 800 MB for CIFAR-10 nopool), which every backend would load.
+    """
+    copy = type(model).from_config(model.get_config())  # clone_model would keep compile()
+    copy.set_weights(model.get_weights())
+    return copy
 
 
 def _atomic_write(path: Path, write: Callable[[Path], object]) -> None:

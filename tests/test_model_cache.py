@@ -152,3 +152,13 @@ def test_load_model_names_the_file_it_cannot_read(tmp_path):
     broken.write_bytes(b"not a zip")
     with pytest.raises(HarnessError, match=r"model\.keras: cannot load"):
         load_model(broken)
+
+
+def test_cached_file_holds_the_weights_without_optimizer_state(cache_root):
+    import keras
+
+    trained = _get(TrainedModelCache(cache_root)).trained
+    restored = keras.saving.load_model(trained.keras_path)  # compiled state, if any, restored
+    assert getattr(restored, "optimizer", None) is None
+    weight_bytes = sum(w.nbytes for w in restored.get_weights())
+    assert trained.keras_path.stat().st_size < 1.5 * weight_bytes
