@@ -3,7 +3,8 @@
 A run killed midway leaves every finished record readable; ``--resume`` skips what is there.
 Record types (the ``type`` key):
 
-- ``run``: run id, suite (``Suite.to_dict()``), environment, harness version, start time.
+- ``run``: run id, suite (``Suite.to_dict()``), environment, harness version, start time,
+  the GEMM peak (:mod:`harness.peak`) and every loaded plugin with its distribution and version.
 - ``model``: one trained model: identity (dataset, model, variant), parameter and MAC counts,
   per-layer table, training record, Keras reference accuracy, confusion matrix, class names.
 - ``cell``: one backend x device on one model: identity, status, error, cold-start times,

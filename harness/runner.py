@@ -127,7 +127,12 @@ class Runner:
         )
         return outcome
 
-    def start_journal(self, environment: dict[str, Any], gemm_peak: dict[str, Any]) -> None:
+    def start_journal(
+        self,
+        environment: dict[str, Any],
+        gemm_peak: dict[str, Any],
+        plugins: dict[str, dict[str, str | None]],
+    ) -> None:
         self.journal.append(
             {
                 "type": "run",
@@ -137,6 +142,7 @@ class Runner:
                 "suite": self.suite.to_dict(),
                 "environment": environment,
                 "gemm_peak": gemm_peak,
+                "plugins": plugins,
             }
         )
 

@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     from harness.environment import capture_environment
     from harness.paths import model_cache_dir, resolve_data_dir
     from harness.peak import measure_gemm_peak
-    from harness.plugins import get_registry
+    from harness.plugins import get_host
     from harness.report import write_run_reports
     from harness.runner import Runner, new_run_dir, suite_of_run
     from harness.suite import load_suite, override
@@ -69,16 +69,21 @@ def run(args: argparse.Namespace) -> int:
             worker_timeout_s=args.timeout,
         )
         run_dir = new_run_dir(Path(args.out), suite)
+    host = get_host()
     runner = Runner(
         suite,
-        get_registry(),
+        host.registry(),
         resolve_data_dir(args.data_dir),
         run_dir,
         model_cache_dir(),
         progress=not args.no_progress,
     )
     if not args.resume:
-        runner.start_journal(capture_environment(), measure_gemm_peak().to_dict())
+        plugins = {
+            info.name: {"distribution": info.distribution, "version": info.version}
+            for info in host.plugins.values()
+        }
+        runner.start_journal(capture_environment(), measure_gemm_peak().to_dict(), plugins)
     print(f"run folder: {run_dir}", file=sys.stderr)
     try:
         outcome = runner.run()
