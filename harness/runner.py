@@ -117,6 +117,7 @@ class Runner:
                     record = self._measure(cell, trained, eval_path)
                     self.journal.append(record)
                     outcome.cells[record["status"]] += 1
+                eval_path.unlink()  # test images again: tens of MB per model, made anew on resume
         self.journal.append(
             {
                 "type": "end",
