@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.api import TrainedModel
+from harness.errors import HarnessError
 
 ONNX_NAME = "model.onnx"
 EXPORT_RECORD_NAME = "model.onnx.json"
@@ -44,19 +46,12 @@ def export_onnx(model: TrainedModel, opset: int = DEFAULT_OPSET) -> OnnxExport:
     if cached is not None:
         return cached
 
-    import tensorflow as tf
     import tf2onnx
     from keras.models import load_model
 
     keras_model = load_model(model.keras_path, compile=False)
-    signature = [tf.TensorSpec([None, *keras_model.inputs[0].shape[1:]], tf.uint8, name=INPUT_NAME)]
-
-    @tf.function(input_signature=signature)
-    def infer(images: tf.Tensor) -> tf.Tensor:
-        return keras_model(images, training=False)
-
     started = time.perf_counter()
-    proto = _convert(infer, signature, opset)
+    proto = _convert(keras_model, opset)
     export_seconds = time.perf_counter() - started
 
     model.artifact_dir.mkdir(parents=True, exist_ok=True)
@@ -76,31 +71,89 @@ def export_onnx(model: TrainedModel, opset: int = DEFAULT_OPSET) -> OnnxExport:
     return export
 
 
-def _convert(function: Any, signature: list[Any], opset: int) -> Any:
-    """tf2onnx in its large-model mode, then the weights put back inside the model.
+def _convert(keras_model: Any, opset: int) -> Any:
+    """tf2onnx on a function of the images AND the weights, then the weights made initializers.
 
-    The large-model mode keeps big constants out of the protobufs tf2onnx copies again and
-    again while it optimizes: for the 51M-weight nopool model this cuts the export from about
-    80 s and 10 GB of memory to about 30 s and 7 GB. The result still fits one protobuf (< 2 GB),
-    so the weights are inlined again and ``model.onnx`` stays a single self-contained file.
+    Traced with its variables captured, the model reaches tf2onnx as a frozen GraphDef whose
+    constants hold every weight, and tf2onnx copies and re-optimizes those protobufs again and
+    again: for the 51M-weight nopool model, 32-40 s and a 7-9 GB peak. Traced through
+    ``stateless_call`` with the weights as inputs, tf2onnx sees no big constant (2-3 s,
+    2.2-2.6 GB peak, most of it TensorFlow and the loaded model); the weight values are then
+    attached as initializers, so ``model.onnx`` is self-contained, with one ``images`` input.
+
+    tf2onnx cannot fold its layout changes into an input, so a few small weight-only nodes
+    remain (a Transpose per conv kernel to OIHW, a Reshape/Squeeze per conv bias). They are
+    left to ONNX Runtime, whose constant folding (on from ORT_ENABLE_BASIC; the backend uses
+    ORT_ENABLE_ALL) removes them at session creation: the optimized graph is the one the
+    constant-captured export gave, op for op, and its logits are bit-identical. Folding them
+    here would add code and gain nothing.
     """
-    import numpy as np
     import onnx
+    import tensorflow as tf
     import tf2onnx
 
-    if not hasattr(np, "product"):  # tf2onnx 1.17's large-model path still calls np.product
-        np.product = np.prod
-    proto, storage = tf2onnx.convert.from_function(
-        function, input_signature=signature, opset=opset, large_model=True
-    )
-    for tensor in proto.graph.initializer:
-        if tensor.data_location != onnx.TensorProto.EXTERNAL:
-            continue
-        location = {entry.key: entry.value for entry in tensor.external_data}["location"]
-        tensor.raw_data = storage.name_to_tensor_data[location]
-        del tensor.external_data[:]
-        tensor.data_location = onnx.TensorProto.DEFAULT
+    trainable = list(keras_model.trainable_variables)
+    weights = trainable + list(keras_model.non_trainable_variables)
+    names = _weight_input_names(weights)
+    image_shape = [None, *keras_model.inputs[0].shape[1:]]
+    signature = [tf.TensorSpec(image_shape, tf.uint8, name=INPUT_NAME)]
+    signature += [
+        tf.TensorSpec(w.shape, w.dtype, name=name) for w, name in zip(weights, names, strict=True)
+    ]
+
+    @tf.function(input_signature=signature)
+    def infer(images: tf.Tensor, *values: tf.Tensor) -> tf.Tensor:
+        logits, _ = keras_model.stateless_call(
+            list(values[: len(trainable)]), list(values[len(trainable) :]), images, training=False
+        )
+        return logits
+
+    proto, _ = tf2onnx.convert.from_function(infer, input_signature=signature, opset=opset)
+    graph = proto.graph
+    values = dict(zip(names, weights, strict=True))
+    consumed = _consumed_names(graph)
+    weight_inputs = [graph_input for graph_input in graph.input if graph_input.name in values]
+    for graph_input in weight_inputs:
+        graph.input.remove(graph_input)
+        if graph_input.name in consumed:  # an unused weight (a dropout's seed) is dropped
+            value = values[graph_input.name].numpy()
+            graph.initializer.append(onnx.numpy_helper.from_array(value, graph_input.name))
+    leftover = [graph_input.name for graph_input in graph.input if graph_input.name != INPUT_NAME]
+    if leftover:
+        raise HarnessError(
+            f"the ONNX export of {keras_model.name} has inputs besides {INPUT_NAME!r}: "
+            f"{', '.join(leftover)}; only the images and the model's weights were expected"
+        )
     return proto
+
+
+def _weight_input_names(weights: list[Any]) -> list[str]:
+    """A unique graph name per weight, from its Keras path ("conv1/kernel" -> "conv1.kernel")."""
+    names: list[str] = []
+    for weight in weights:
+        name = re.sub(r"[^A-Za-z0-9_.]", "_", weight.path.replace("/", "."))
+        if not name[:1].isalnum():  # TensorFlow op names start with a letter or digit
+            name = f"w{name}"
+        while name in names or name == INPUT_NAME:
+            name = f"{name}_"
+        names.append(name)
+    return names
+
+
+def _consumed_names(graph: Any) -> set[str]:
+    """Every tensor name a node reads, in ``graph`` and in the subgraphs of its nodes."""
+    import onnx
+
+    consumed: set[str] = set()
+    for node in graph.node:
+        consumed.update(node.input)
+        for attribute in node.attribute:
+            if attribute.type == onnx.AttributeProto.GRAPH:
+                consumed |= _consumed_names(attribute.g)
+            elif attribute.type == onnx.AttributeProto.GRAPHS:
+                for subgraph in attribute.graphs:
+                    consumed |= _consumed_names(subgraph)
+    return consumed
 
 
 def _read_cache(
