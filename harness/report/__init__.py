@@ -8,6 +8,7 @@ Heavy libraries (pandas, pyarrow, matplotlib) are imported when it is called, no
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 REPORT_MD = "report.md"
@@ -23,17 +24,18 @@ def write_run_reports(run_dir: Path, *, plots: bool = True) -> list[Path]:
     """
     from harness.journal import JOURNAL_NAME, Journal
     from harness.report.atomic import write_text
+    from harness.report.background import PlotWorker
     from harness.report.benchmark_json import write_benchmark_json
     from harness.report.document import report_document
     from harness.report.frames import build_tables
     from harness.report.html import render_html
     from harness.report.markdown import render_markdown
-    from harness.report.plots import write_plots
     from harness.report.store import (
         RUN_JSON,
         SAMPLES_PARQUET,
         SUMMARY_CSV,
         SUMMARY_PARQUET,
+        summary_records,
         write_csv,
         write_parquet,
         write_run_json,
@@ -41,15 +43,21 @@ def write_run_reports(run_dir: Path, *, plots: bool = True) -> list[Path]:
 
     run_dir = Path(run_dir)
     journal = run_dir / JOURNAL_NAME
-    tables = build_tables(Journal(journal).records(), journal)
-    written = [
-        write_parquet(tables.summary, run_dir / SUMMARY_PARQUET),
-        write_parquet(tables.samples, run_dir / SAMPLES_PARQUET),
-        write_csv(tables.summary, run_dir / SUMMARY_CSV),
-        write_run_json(tables, run_dir / RUN_JSON),
-        write_benchmark_json(tables, run_dir / BENCHMARK_JSON),
-    ]
-    figures = write_plots(tables.summary, tables.models, run_dir) if plots else []
+    figures = []
+    with PlotWorker() if plots else contextlib.nullcontext() as worker:
+        tables = build_tables(Journal(journal).records(), journal)
+        if worker is not None:
+            worker.draw(tables.summary, tables.models, run_dir)
+        records = summary_records(tables.summary)
+        written = [
+            write_parquet(tables.summary, run_dir / SUMMARY_PARQUET),
+            write_parquet(tables.samples, run_dir / SAMPLES_PARQUET),
+            write_csv(tables.summary, run_dir / SUMMARY_CSV),
+            write_run_json(tables, run_dir / RUN_JSON, records),
+            write_benchmark_json(tables, run_dir / BENCHMARK_JSON, records),
+        ]
+        if worker is not None:
+            figures = worker.plots()
     written += [run_dir / figure.path for figure in figures]
     blocks = report_document(tables, figures)
     written.append(write_text(run_dir / REPORT_MD, render_markdown(blocks)))

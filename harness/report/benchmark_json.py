@@ -120,14 +120,19 @@ def _benchmark(
 _EXTRA_INFO = ("p90_ms", "p99_ms", "throughput_ips", "unstable", "inference_path")
 
 
-def benchmark_document(tables: RunTables) -> dict[str, Any]:
-    """The pytest-benchmark JSON document of a run (or merged runs)."""
+def benchmark_document(
+    tables: RunTables, records: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """The pytest-benchmark JSON document of a run (or merged runs).
+
+    ``records`` is ``summary_records(tables.summary)`` when the caller already has it.
+    """
     runs = {run["run_id"]: run for run in tables.runs}
     first = tables.runs[0] if tables.runs else {}
     environment = first.get("environment") or {}
     rows = {
         (record["run_id"], *(record[k] for k in IDENTITY)): record
-        for record in summary_records(tables.summary)
+        for record in (summary_records(tables.summary) if records is None else records)
     }
     by_row = _samples_by_row(tables)
     # Rows with equal sample counts are summarised together, vectorised.
@@ -162,5 +167,7 @@ def _row_key(key: tuple[Any, ...]) -> tuple[Any, ...]:
     return (*key[:-1], int(key[-1]))
 
 
-def write_benchmark_json(tables: RunTables, path: Path) -> Path:
-    return write_text(path, json.dumps(benchmark_document(tables)) + "\n")
+def write_benchmark_json(
+    tables: RunTables, path: Path, records: list[dict[str, Any]] | None = None
+) -> Path:
+    return write_text(path, json.dumps(benchmark_document(tables, records)) + "\n")

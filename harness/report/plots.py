@@ -19,6 +19,11 @@ from harness.report.atomic import atomic_path
 PLOTS_DIR = "plots"
 MAX_BATCH_SIZES_SHOWN = 6
 """Beyond a few batch sizes a figure or a table is unreadable; the data files hold them all."""
+PLOT_COLUMNS = [
+    *("run_id", "dataset", "model", "variant", "backend", "device", "batch_size", "status"),
+    *("p50_ms", "p90_ms", "p99_ms", "throughput_ips", "params_total", "reference_accuracy"),
+]
+"""The summary columns the plots read: all a background process needs to be sent."""
 
 
 def spread(values: list[int], limit: int) -> list[int]:
@@ -34,6 +39,11 @@ class Plot:
     title: str
     path: Path
     """Relative to the run folder."""
+
+
+def load_matplotlib() -> None:
+    """Import pyplot ahead of the first plot (the import alone takes about half a second)."""
+    _pyplot()
 
 
 def _pyplot() -> Any:
@@ -54,51 +64,63 @@ def _save(figure: Any, run_dir: Path, name: str, title: str) -> Plot:
     return Plot(title=title, path=relative)
 
 
-def _measured(summary: pd.DataFrame) -> pd.DataFrame:
-    return summary[(summary["status"] == "ok") & summary["p50_ms"].notna()]
+def _measured(summary: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """The measured rows, only ``columns``: filtering all of the summary's columns costs more."""
+    ok = (summary["status"] == "ok") & summary["p50_ms"].notna()
+    return summary.loc[ok.to_numpy(dtype=bool, na_value=False), columns]
 
 
 def _cell_label(frame: pd.DataFrame) -> pd.Series:
     return frame["dataset"] + "/" + frame["model"] + "/" + frame["variant"]
 
 
+def _floats(series: pd.Series) -> np.ndarray:
+    return series.to_numpy(dtype=float, na_value=np.nan)
+
+
+LATENCY_PANELS_PER_ROW = 3
+"""Panels wrap into rows so that the figure stays readable when scaled to a page's width."""
+
+
 def latency_plot(summary: pd.DataFrame, run_dir: Path) -> Plot | None:
     """p50 bars per backend x device, one panel per batch size; whiskers span p90 to p99."""
-    rows = _measured(summary)
+    columns = ["dataset", "model", "variant", "backend", "device", "batch_size"]
+    rows = _measured(summary, [*columns, "p50_ms", "p90_ms", "p99_ms"])
     if rows.empty:
         return None
     plt = _pyplot()
-    all_sizes = sorted(int(b) for b in rows["batch_size"].unique())
+    # Plain arrays once: per-panel pandas filtering dominated the plot's time.
+    batch = rows["batch_size"].to_numpy(dtype=np.int64)
+    label_of_row = _cell_label(rows).to_numpy(dtype=object)
+    series_of_row = (rows["backend"] + "/" + rows["device"]).to_numpy(dtype=object)
+    p50, p90, p99 = (_floats(rows[name]) for name in ("p50_ms", "p90_ms", "p99_ms"))
+    all_sizes = sorted(int(b) for b in np.unique(batch))
     batch_sizes = spread(all_sizes, MAX_BATCH_SIZES_SHOWN)
-    labels = sorted(_cell_label(rows).unique())
+    labels = sorted(set(label_of_row))
+    position_of_row = pd.Series(range(len(labels)), index=labels)[label_of_row].to_numpy(float)
     series = sorted(set(zip(rows["backend"], rows["device"], strict=True)))
     width = 0.8 / len(series)
+    panel_width = max(3.5, 0.35 * len(labels) * len(series))
+    per_row = min(len(batch_sizes), LATENCY_PANELS_PER_ROW)
+    panel_rows = -(-len(batch_sizes) // per_row)
+    legend_inches = 1.8
+    figure_width = 1 + per_row * panel_width + legend_inches
     figure, axes = plt.subplots(
-        1,
-        len(batch_sizes),
-        figsize=(2 + len(batch_sizes) * max(3.5, 0.35 * len(labels) * len(series)), 4.5),
-        squeeze=False,
+        panel_rows, per_row, figsize=(figure_width, 1 + 3.5 * panel_rows), squeeze=False
     )
-    for ax, batch_size in zip(axes[0], batch_sizes, strict=True):
-        panel = rows[rows["batch_size"] == batch_size]
-        positions = {label: i for i, label in enumerate(labels)}
+    for ax, batch_size in zip(axes.flat, batch_sizes, strict=False):
+        in_panel = batch == batch_size
         for k, (backend, device) in enumerate(series):
-            part = panel[(panel["backend"] == backend) & (panel["device"] == device)]
-            x = (
-                _cell_label(part).map(positions).to_numpy(dtype=float)
-                + (k - (len(series) - 1) / 2) * width
-            )
-            ax.bar(x, part["p50_ms"].to_numpy(dtype=float), width, label=f"{backend}/{device}")
-            ax.vlines(
-                x,
-                part["p90_ms"].to_numpy(dtype=float, na_value=np.nan),
-                part["p99_ms"].to_numpy(dtype=float, na_value=np.nan),
-                color="black",
-                linewidth=1,
-            )
+            name = f"{backend}/{device}"
+            part = in_panel & (series_of_row == name)
+            x = position_of_row[part] + (k - (len(series) - 1) / 2) * width
+            ax.bar(x, p50[part], width, label=name)
+            ax.vlines(x, p90[part], p99[part], color="black", linewidth=1)
         ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right", fontsize=8)
         ax.set_title(f"batch size {batch_size}")
         ax.set_ylabel("ms per call")
+    for ax in axes.flat[len(batch_sizes) :]:
+        ax.set_visible(False)
     axes[0][-1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     shown = (
         ""
@@ -106,15 +128,22 @@ def latency_plot(summary: pd.DataFrame, run_dir: Path) -> Plot | None:
         else f" ({len(batch_sizes)} of {len(all_sizes)} batch sizes)"
     )
     figure.suptitle("Inference latency per call: bars p50, whiskers p90 to p99" + shown)
-    figure.subplots_adjust(bottom=0.3, wspace=0.3, right=0.8)
+    figure.subplots_adjust(
+        bottom=0.3 / panel_rows,
+        top=1 - 0.8 / figure.get_figheight(),
+        hspace=0.8,
+        wspace=0.3,
+        left=0.8 / figure_width,
+        right=1 - legend_inches / figure_width,
+    )
     return _save(figure, run_dir, "latency.png", "Latency by backend, device and batch size")
 
 
 def accuracy_params_plot(summary: pd.DataFrame, run_dir: Path) -> Plot | None:
     """The book's point in one picture: no pooling costs parameters, not accuracy."""
-    models = summary.dropna(subset=["params_total", "reference_accuracy"]).drop_duplicates(
-        ["run_id", "dataset", "model", "variant"]
-    )
+    identity = ["run_id", "dataset", "model", "variant"]
+    columns = [*identity, "params_total", "reference_accuracy"]
+    models = summary[columns].dropna(subset=columns[-2:]).drop_duplicates(identity)
     if models.empty:
         return None
     plt = _pyplot()
@@ -139,7 +168,9 @@ def accuracy_params_plot(summary: pd.DataFrame, run_dir: Path) -> Plot | None:
 
 def throughput_plot(summary: pd.DataFrame, run_dir: Path) -> Plot | None:
     """Images per second against batch size, one line per cell, one panel per dataset."""
-    rows = _measured(summary).dropna(subset=["throughput_ips"])
+    keys = ["model", "variant", "backend", "device", "run_id"]
+    rows = _measured(summary, ["dataset", *keys, "batch_size", "throughput_ips"])
+    rows = rows.dropna(subset=["throughput_ips"])
     if rows.empty:
         return None
     plt = _pyplot()
@@ -147,13 +178,13 @@ def throughput_plot(summary: pd.DataFrame, run_dir: Path) -> Plot | None:
     figure, axes = plt.subplots(1, len(datasets), figsize=(5.5 * len(datasets), 4), squeeze=False)
     for ax, dataset in zip(axes[0], datasets, strict=True):
         panel = rows[rows["dataset"] == dataset]
-        for keys, line in panel.groupby(["model", "variant", "backend", "device", "run_id"]):
+        for key, line in panel.groupby(keys):
             line = line.sort_values("batch_size")
             ax.plot(
                 line["batch_size"].to_numpy(dtype=float),
                 line["throughput_ips"].to_numpy(dtype=float),
                 marker="o",
-                label="/".join(keys[:4]),
+                label="/".join(key[:4]),
             )
         ax.set_xscale("log", base=2)
         ax.set_xlabel("batch size")
@@ -194,6 +225,7 @@ def confusion_plot(model: dict[str, Any], run_dir: Path, run_count: int) -> Plot
 
 
 def write_plots(summary: pd.DataFrame, models: list[dict[str, Any]], run_dir: Path) -> list[Plot]:
+    """Every figure of the report; ``summary`` needs only the :data:`PLOT_COLUMNS`."""
     plots = [
         latency_plot(summary, run_dir),
         accuracy_params_plot(summary, run_dir),

@@ -6,6 +6,7 @@ the file, so ``harness compare`` on a truncated or foreign report exits 2 with a
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 from typing import Any
@@ -30,12 +31,17 @@ RUN_JSON = "run.json"
 _VERSION_KEY = b"harness_schema_version"
 
 
-def summary_records(summary: pd.DataFrame) -> list[dict[str, Any]]:
-    """Rows as dicts of plain Python values (NA becomes None), converted column by column."""
-    columns = {
-        name: series.astype(object).where(series.notna(), None).tolist()
+def summary_columns(summary: pd.DataFrame) -> dict[str, list[Any]]:
+    """Each column as a list of plain Python values (NA becomes None), in one C-level pass."""
+    return {
+        name: series.to_numpy(dtype=object, na_value=None).tolist()
         for name, series in summary.items()
     }
+
+
+def summary_records(summary: pd.DataFrame) -> list[dict[str, Any]]:
+    """Rows as dicts of plain Python values (NA becomes None), converted column by column."""
+    columns = summary_columns(summary)
     names = list(columns)
     return [dict(zip(names, row, strict=True)) for row in zip(*columns.values(), strict=True)]
 
@@ -75,8 +81,16 @@ def _check_version(path: Path, version: Any) -> None:
 
 
 def write_csv(summary: pd.DataFrame, path: Path) -> Path:
-    with atomic_path(path) as temporary:
-        summary.to_csv(temporary, index=False)
+    """The same text as ``summary.to_csv(index=False)`` in half the time.
+
+    pandas formats the nullable columns value by value in Python; the csv module on plain
+    values writes the same cells (NA empty, floats as ``repr``, booleans as True/False).
+    """
+    columns = summary_columns(summary)
+    with atomic_path(path) as temporary, temporary.open("w", encoding="utf-8", newline="") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(columns)
+        writer.writerows(zip(*columns.values(), strict=True))
     return path
 
 
@@ -90,12 +104,15 @@ def read_csv(path: Path) -> pd.DataFrame:
     return frame[column_names(SUMMARY_COLUMNS)]
 
 
-def write_run_json(tables: RunTables, path: Path) -> Path:
+def write_run_json(
+    tables: RunTables, path: Path, records: list[dict[str, Any]] | None = None
+) -> Path:
+    """``records`` is ``summary_records(tables.summary)`` when the caller already has it."""
     document = {
         "schema_version": SCHEMA_VERSION,
         "columns": {column.name: column.meaning for column in SUMMARY_COLUMNS},
         "runs": tables.runs,
-        "summary": summary_records(tables.summary),
+        "summary": summary_records(tables.summary) if records is None else records,
     }
     # No indent: the C encoder is many times faster on large runs.
     return write_text(path, json.dumps(document, allow_nan=False) + "\n")
