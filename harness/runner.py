@@ -238,7 +238,7 @@ class Runner:
                     "cache_key": cached.trained.cache_key,
                     "cache_hit": cached.hit,
                     "counts": count_model(model).to_dict(),
-                    "training": cached.record,
+                    "training": _training_summary(cached.record),
                     "keras_bytes": cached.trained.keras_path.stat().st_size,
                     "test_accuracy": float((predictions == eval_set.labels).mean()),
                     "num_eval": len(eval_set),
@@ -286,3 +286,19 @@ class Runner:
         error = f": {record['error']}" if record.get("error") else ""
         self.log(f"{label}: {record['status']}{error}{' (' + p50s + ')' if p50s else ''}")
         return record
+
+
+def _training_summary(sidecar: dict[str, Any]) -> dict[str, Any]:
+    """The journal's ``training`` fields, from the trained-model cache's sidecar."""
+    training = sidecar["training"]
+    return {
+        "steps": training["steps"],
+        "batch_size": training["batch_size"],
+        "learning_rate": sidecar["key_inputs"]["recipe"]["learning_rate"],
+        "seed": training["seed"],
+        "train_images": training["train_images"],
+        "train_seconds": training["seconds"],
+        "images_per_s": training["images_per_second"],
+        "history": training["history"],
+        "test_accuracy": sidecar["test_accuracy"],
+    }

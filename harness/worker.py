@@ -206,7 +206,19 @@ def describe_exception(exc: BaseException) -> str:
 
 
 def peak_rss_bytes() -> int | None:
-    """This process's peak resident memory, or None where the OS does not say."""
+    """This process's peak resident memory, or None where the OS does not say.
+
+    On Linux, ``VmHWM`` of this process's own address space: ``ru_maxrss`` would carry over the
+    high-water mark of the runner that started the worker (it survives fork and exec), so every
+    worker would report at least the runner's peak.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024  # kB
+    except OSError:
+        pass
     try:
         import resource
     except ImportError:  # Windows

@@ -65,6 +65,7 @@ def test_both_backends_give_rows_with_accuracy_parity_and_latency(cache_env, tmp
     assert (summary.status == "ok").all()
     assert summary.test_accuracy.between(0, 1).all()
     assert (summary.params_total == 3_274_634).all()
+    assert (summary.train_steps == 3).all() and (summary.train_images_per_s > 0).all()
     assert (summary.p50_ms > 0).all() and (summary.iterations >= 10).all()
     onnx = summary[summary.backend == "onnxruntime"]
     assert (onnx.parity_top1_agreement >= 0.999).all()

@@ -241,3 +241,16 @@ def test_a_crash_and_a_hang_become_rows_while_the_other_cells_finish(
     for record in records:
         assert record["type"] == "cell"
         assert record["worker_seconds"] is not None
+
+
+def test_a_workers_peak_memory_is_its_own_not_its_parents():
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    ballast = np.ones(400 * 2**20, dtype=np.uint8)  # the parent's peak: at least 400 MiB
+    code = "from harness.worker import peak_rss_bytes; print(peak_rss_bytes())"
+    child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert ballast.sum() == ballast.size
+    assert 0 < int(child.stdout) < 200 * 2**20
