@@ -1,8 +1,10 @@
 """This machine's fp32 matrix-multiply peak: the yardstick for every cell's achieved GFLOP/s.
 
-A large square GEMM through ONNX Runtime (MLAS, the kernels the onnxruntime backend runs), on
-as many threads as the backend uses by default; numpy's BLAS when ONNX Runtime is missing.
-The best of several repetitions is the peak: interference only ever slows a GEMM down.
+Square GEMMs through ONNX Runtime (MLAS, the kernels the onnxruntime backend runs), on as many
+threads as the backend uses by default; numpy's BLAS when ONNX Runtime is missing. The best
+repetition over a few sizes is the peak: interference only ever slows a GEMM down, and on a
+shared 2-core virtual machine one size's best over a second still varied from 80 to 145
+GFLOP/s, so the peak takes the best of two sizes.
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ from typing import Any
 
 import numpy as np
 
-GEMM_SIZE = 1024
+GEMM_SIZES = (512, 1024)
 MIN_SECONDS = 1.0
+"""Per size."""
 
 
 @dataclass(frozen=True)
@@ -69,19 +72,28 @@ def _onnxruntime_matmul(a: np.ndarray, b: np.ndarray, threads: int) -> Callable[
 
 
 def measure_gemm_peak(
-    size: int = GEMM_SIZE, min_seconds: float = MIN_SECONDS, threads: int | None = None
+    sizes: tuple[int, ...] = GEMM_SIZES,
+    min_seconds: float = MIN_SECONDS,
+    threads: int | None = None,
 ) -> GemmPeak:
+    """The best GFLOP/s of square fp32 GEMMs of each size in ``sizes``."""
     import psutil
 
+    if not sizes:
+        raise ValueError("measure_gemm_peak needs at least one matrix size")
     threads = threads or psutil.cpu_count(logical=False) or 1
     rng = np.random.default_rng(0)
-    a = rng.standard_normal((size, size), dtype=np.float32)
-    b = rng.standard_normal((size, size), dtype=np.float32)
-    try:
-        matmul = _onnxruntime_matmul(a, b, threads)
-        engine = "onnxruntime MatMul"
-    except ImportError:
-        matmul = lambda: a @ b  # noqa: E731 - the fallback is one expression
-        engine = "numpy matmul"
-        threads = None
-    return GemmPeak(_best_gflops(matmul, size, min_seconds), engine, size, threads)
+    best = None
+    for size in sizes:
+        a = rng.standard_normal((size, size), dtype=np.float32)
+        b = rng.standard_normal((size, size), dtype=np.float32)
+        try:
+            matmul = _onnxruntime_matmul(a, b, threads)
+            engine, used_threads = "onnxruntime MatMul", threads
+        except ImportError:
+            matmul = lambda a=a, b=b: a @ b  # noqa: E731 - the fallback is one expression
+            engine, used_threads = "numpy matmul", None
+        peak = GemmPeak(_best_gflops(matmul, size, min_seconds), engine, size, used_threads)
+        if best is None or peak.gflops > best.gflops:
+            best = peak
+    return best
