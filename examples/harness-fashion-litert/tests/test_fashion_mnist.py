@@ -59,3 +59,10 @@ def test_images_and_labels_of_different_counts_are_an_error(tmp_path: Path) -> N
     write_idx(folder / "t10k-labels-idx1-ubyte.gz", np.zeros(9, np.uint8), compress=True)
     with pytest.raises(DataError, match=r"9 labels, but .* holds 10 images"):
         FashionMnistDataset().load(tmp_path, "test")
+
+
+def test_the_dataset_writes_its_own_synthetic_files_for_smoke_runs(tmp_path):
+    dataset = FashionMnistDataset()
+    dataset.write_synthetic(tmp_path, train=12, test=8, seed=1)
+    assert len(dataset.load(tmp_path, "train")) == 12
+    assert len(dataset.load(tmp_path, "test")) == 8

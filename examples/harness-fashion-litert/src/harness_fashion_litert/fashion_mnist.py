@@ -86,6 +86,9 @@ class FashionMnistDataset(Dataset):
             if _locate(data_dir / FOLDER, Path(remote.filename).name.removesuffix(".gz")) is None
         ]
 
+    def write_synthetic(self, data_dir: Path, train: int, test: int, seed: int) -> None:
+        write_synthetic(data_dir, train=train, test=test, seed=seed)
+
     def load(self, data_dir: Path, split: str) -> LabelledImages:
         folder = Path(data_dir) / FOLDER
         images_name, labels_name = SPLIT_FILES[split]
