@@ -18,9 +18,12 @@ from typing import BinaryIO
 
 import numpy as np
 
+from harness.api import LabelledImages
+from harness.checksums import warn_if_content_differs
 from harness.errors import DataError
 
 GZIP_MAGIC = b"\x1f\x8b"
+IDX_UBYTE = 0x08
 
 IDX_TYPES: dict[int, np.dtype] = {
     0x08: np.dtype(np.uint8),
@@ -153,3 +156,58 @@ def write_idx(path: Path, array: np.ndarray, *, compress: bool = False) -> Path:
     path = Path(path)
     path.write_bytes(gzip.compress(content, compresslevel=6, mtime=0) if compress else content)
     return path
+
+
+def find_idx(folder: Path, name: str) -> Path | None:
+    """``folder/name``, else ``folder/name.gz``: the plain file wins when both are there."""
+    for candidate in (folder / name, folder / f"{name}.gz"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def read_labelled_images(
+    images_path: Path,
+    labels_path: Path,
+    *,
+    image_shape: tuple[int, int],
+    num_classes: int,
+    canonical_count: int,
+    content_checksums: tuple[str, str],
+) -> LabelledImages:
+    """One split stored as an IDX pair (uint8 images N x H x W, uint8 labels N), as the MNIST
+    family ships it: each file checked on its own, then against the other and the dataset.
+
+    ``content_checksums`` (images, labels) identify the published release, so they are compared
+    only when the split has ``canonical_count`` images: a subset cannot match. A mismatch is a
+    warning (re-encoded copies exist); everything else wrong is a DataError naming the file.
+    """
+    images = read_idx(images_path, expected_type=IDX_UBYTE, expected_ndim=3)
+    height, width = image_shape
+    if images.array.shape[1:] != (height, width):
+        raise DataError(
+            f"{images_path}: images are {images.array.shape[1]}x{images.array.shape[2]}, "
+            f"expected {height}x{width}"
+        )
+    labels = read_idx(labels_path, expected_type=IDX_UBYTE, expected_ndim=1)
+    count = len(images.array)
+    if len(labels.array) != count:
+        raise DataError(
+            f"{labels_path}: wrong count: {len(labels.array)} labels, but {images_path} "
+            f"holds {count} images; the two files of a split must match"
+        )
+    bad = np.flatnonzero(labels.array >= num_classes)
+    if bad.size:
+        raise DataError(
+            f"{labels_path}: label out of range: {labels.array[bad[0]]} at index {bad[0]} "
+            f"({bad.size} such labels); expected 0..{num_classes - 1}"
+        )
+    if count == canonical_count:
+        for path, content, expected in zip(
+            (images_path, labels_path), (images, labels), content_checksums, strict=True
+        ):
+            warn_if_content_differs(str(path), expected, content.content_md5)
+    return LabelledImages(
+        images=images.array.reshape(count, height, width, 1),
+        labels=labels.array.astype(np.int64),
+    )

@@ -12,14 +12,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import ClassVar
 
-import numpy as np
-
 from harness.api import Dataset, LabelledImages, RemoteFile
-from harness.checksums import warn_if_content_differs
 from harness.errors import DataError
-from harness.idx import read_idx
-
-IDX_UBYTE = 0x08
+from harness.idx import find_idx, read_labelled_images
 
 SPLIT_FILES: dict[str, tuple[str, str]] = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -73,7 +68,7 @@ class MnistDataset(Dataset):
         return [
             remote
             for remote in self.remote_files()
-            if _locate(data_dir, remote.filename.removesuffix(".gz")) is None
+            if find_idx(data_dir, remote.filename.removesuffix(".gz")) is None
         ]
 
     def write_synthetic(self, data_dir: Path, train: int, test: int, seed: int) -> None:
@@ -84,38 +79,21 @@ class MnistDataset(Dataset):
     def load(self, data_dir: Path, split: str) -> LabelledImages:
         """Read one split; the plain file is used when both it and NAME.gz are present."""
         images_name, labels_name = SPLIT_FILES[split]
-        images_path = self._require(data_dir, images_name)
-        labels_path = self._require(data_dir, labels_name)
-        images = read_idx(images_path, expected_type=IDX_UBYTE, expected_ndim=3)
         height, width, _ = self.input_shape
-        if images.array.shape[1:] != (height, width):
-            raise DataError(
-                f"{images_path}: images are {images.array.shape[1]}x{images.array.shape[2]}, "
-                f"expected {height}x{width}"
-            )
-        labels = read_idx(labels_path, expected_type=IDX_UBYTE, expected_ndim=1)
-        count = len(images.array)
-        if len(labels.array) != count:
-            raise DataError(
-                f"{labels_path}: wrong count: {len(labels.array)} labels, but {images_path} "
-                f"holds {count} images; the two files of a split must match"
-            )
-        _check_label_range(labels.array, self.num_classes, labels_path)
-        if count == self.split_sizes[split]:
-            for name, path, content in (
-                (images_name, images_path, images),
-                (labels_name, labels_path, labels),
-            ):
-                warn_if_content_differs(
-                    str(path), self.content_checksums[name], content.content_md5
-                )
-        return LabelledImages(
-            images=images.array.reshape(count, height, width, 1),
-            labels=labels.array.astype(np.int64),
+        return read_labelled_images(
+            self._require(data_dir, images_name),
+            self._require(data_dir, labels_name),
+            image_shape=(height, width),
+            num_classes=self.num_classes,
+            canonical_count=self.split_sizes[split],
+            content_checksums=(
+                self.content_checksums[images_name],
+                self.content_checksums[labels_name],
+            ),
         )
 
     def _require(self, data_dir: Path, name: str) -> Path:
-        path = _locate(data_dir, name)
+        path = find_idx(data_dir, name)
         if path is None:
             from harness.download import how_to_provide
 
@@ -124,19 +102,3 @@ class MnistDataset(Dataset):
                 "or run `harness data fetch mnist`"
             )
         return path
-
-
-def _locate(data_dir: Path, name: str) -> Path | None:
-    for candidate in (data_dir / name, data_dir / f"{name}.gz"):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def _check_label_range(labels: np.ndarray, num_classes: int, path: Path) -> None:
-    bad = np.flatnonzero(labels >= num_classes)
-    if bad.size:
-        raise DataError(
-            f"{path}: label out of range: {labels[bad[0]]} at index {bad[0]} "
-            f"({bad.size} such labels); expected 0..{num_classes - 1}"
-        )

@@ -3,8 +3,8 @@
 The same four IDX file names as MNIST, so they live in their own ``fashion-mnist/`` subfolder of
 the data folder, each gzipped or not. Debian's ``dataset-fashion-mnist`` package installs them
 as ``/usr/share/datasets/fashion-mnist/*.gz``: ``--data-dir /usr/share/datasets`` reads them in
-place. Files are parsed with :func:`harness.idx.read_idx`, which validates every header and
-length before trusting it.
+place. Files are parsed with :func:`harness.idx.read_labelled_images`, as MNIST's are, which
+validates every header and length before trusting it.
 """
 
 from __future__ import annotations
@@ -13,16 +13,12 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import ClassVar
 
-import numpy as np
-
 from harness import hookimpl
 from harness.api import Dataset, LabelledImages, RemoteFile
-from harness.checksums import warn_if_content_differs
 from harness.errors import DataError
-from harness.idx import read_idx
+from harness.idx import find_idx, read_labelled_images
 
 FOLDER = "fashion-mnist"
-IDX_UBYTE = 0x08
 SPLIT_FILES: dict[str, tuple[str, str]] = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
@@ -83,7 +79,7 @@ class FashionMnistDataset(Dataset):
         return [
             remote
             for remote in self.remote_files()
-            if _locate(data_dir / FOLDER, Path(remote.filename).name.removesuffix(".gz")) is None
+            if find_idx(data_dir / FOLDER, Path(remote.filename).name.removesuffix(".gz")) is None
         ]
 
     def write_synthetic(self, data_dir: Path, train: int, test: int, seed: int) -> None:
@@ -92,43 +88,21 @@ class FashionMnistDataset(Dataset):
     def load(self, data_dir: Path, split: str) -> LabelledImages:
         folder = Path(data_dir) / FOLDER
         images_name, labels_name = SPLIT_FILES[split]
-        images_path = self._require(folder, images_name)
-        labels_path = self._require(folder, labels_name)
-        images = read_idx(images_path, expected_type=IDX_UBYTE, expected_ndim=3)
         height, width, _ = self.input_shape
-        if images.array.shape[1:] != (height, width):
-            raise DataError(
-                f"{images_path}: images are {images.array.shape[1]}x{images.array.shape[2]}, "
-                f"expected {height}x{width}"
-            )
-        labels = read_idx(labels_path, expected_type=IDX_UBYTE, expected_ndim=1)
-        count = len(images.array)
-        if len(labels.array) != count:
-            raise DataError(
-                f"{labels_path}: {len(labels.array)} labels, but {images_path} holds {count} "
-                "images; the two files of a split must match"
-            )
-        bad = np.flatnonzero(labels.array >= self.num_classes)
-        if bad.size:
-            raise DataError(
-                f"{labels_path}: label out of range: {labels.array[bad[0]]} at index {bad[0]} "
-                f"({bad.size} such labels); expected 0..{self.num_classes - 1}"
-            )
-        if count == self.split_sizes[split]:  # a subset cannot match the release's checksum
-            for name, path, content in (
-                (images_name, images_path, images),
-                (labels_name, labels_path, labels),
-            ):
-                warn_if_content_differs(
-                    str(path), self.content_checksums[name], content.content_md5
-                )
-        return LabelledImages(
-            images=images.array.reshape(count, height, width, 1),
-            labels=labels.array.astype(np.int64),
+        return read_labelled_images(
+            self._require(folder, images_name),
+            self._require(folder, labels_name),
+            image_shape=(height, width),
+            num_classes=self.num_classes,
+            canonical_count=self.split_sizes[split],
+            content_checksums=(
+                self.content_checksums[images_name],
+                self.content_checksums[labels_name],
+            ),
         )
 
     def _require(self, folder: Path, name: str) -> Path:
-        path = _locate(folder, name)
+        path = find_idx(folder, name)
         if path is None:
             raise DataError(
                 f"{folder / name}(.gz): file not found. Fashion-MNIST's four IDX files go in the "
@@ -136,13 +110,6 @@ class FashionMnistDataset(Dataset):
                 "them in /usr/share/datasets/fashion-mnist/: use --data-dir /usr/share/datasets)"
             )
         return path
-
-
-def _locate(folder: Path, name: str) -> Path | None:
-    for candidate in (folder / name, folder / f"{name}.gz"):
-        if candidate.is_file():
-            return candidate
-    return None
 
 
 def write_synthetic(data_dir: Path, train: int = 200, test: int = 50, seed: int = 0) -> Path:
