@@ -227,23 +227,32 @@ def _latency(
     metric = f"p{options.percentile}_ms"
     findings = []
     for (key, left_ms, right_ms, _, _), p_value in zip(pending, p_values, strict=True):
-        change = right_ms / left_ms - 1
         verdict = "same"
         if p_value < options.alpha:
-            verdict = "regression" if change > 0 else "improvement"
-        findings.append(
-            Finding(
-                key,
-                metric,
-                f"{left_ms:.4g}",
-                f"{right_ms:.4g}",
-                f"{100 * change:+.1f}%",
-                verdict,
-                verdict == "regression",
-                float(p_value),
-            )
-        )
+            verdict = "regression" if right_ms > left_ms else "improvement"
+        findings.append(_latency_finding(key, metric, left_ms, right_ms, verdict, float(p_value)))
     return findings
+
+
+def _latency_finding(
+    key: tuple,
+    metric: str,
+    left_ms: float,
+    right_ms: float,
+    verdict: str,
+    p_value: float | None = None,
+) -> Finding:
+    change = right_ms / left_ms - 1
+    return Finding(
+        key,
+        metric,
+        f"{left_ms:.4g}",
+        f"{right_ms:.4g}",
+        f"{100 * change:+.1f}%",
+        verdict,
+        verdict == "regression",
+        p_value,
+    )
 
 
 def compare_runs(base: RunTables, new: RunTables, options: CompareOptions) -> Comparison:
@@ -291,17 +300,7 @@ def compare_runs(base: RunTables, new: RunTables, options: CompareOptions) -> Co
             # Within the threshold it is no change, whatever p says; beyond it without raw
             # samples there is no evidence either way.
             verdict = "same" if abs(change) <= options.threshold else "untested"
-            unjudged_latency.append(
-                Finding(
-                    key,
-                    metric,
-                    f"{left_ms:.4g}",
-                    f"{right_ms:.4g}",
-                    f"{100 * change:+.1f}%",
-                    verdict,
-                    False,
-                )
-            )
+            unjudged_latency.append(_latency_finding(key, metric, left_ms, right_ms, verdict))
     findings += _latency(pending, options) if pending else []
     findings += unjudged_latency
     return Comparison(

@@ -89,10 +89,8 @@ class Runner:
     def run(self) -> RunOutcome:
         started = time.perf_counter()
         plans = plan_cells(self.suite, self.registry)
-        done_models, done_cells = self._journal_state()
         outcome = RunOutcome(self.run_dir)
-        for record in self._previous_cells():
-            outcome.cells[record["status"]] += 1
+        done_models, done_cells = self._journal_state(outcome)
         if self.suite.synthetic_data:
             self._write_synthetic_data()
         by_dataset: dict[str, list[ModelPlan]] = defaultdict(list)
@@ -147,7 +145,8 @@ class Runner:
             }
         )
 
-    def _journal_state(self) -> tuple[set[ModelKey], set[CellKey]]:
+    def _journal_state(self, outcome: RunOutcome) -> tuple[set[ModelKey], set[CellKey]]:
+        """What a resumed run already finished; its cells count in ``outcome``."""
         models: set[ModelKey] = set()
         cells: set[CellKey] = set()
         for record in self.journal.records():
@@ -156,10 +155,8 @@ class Runner:
             elif record["type"] == "cell":
                 dataset, model, variant, backend, device = _identity(record)
                 cells.add(CellKey(ModelKey(dataset, model, variant), backend, device))
+                outcome.cells[record["status"]] += 1
         return models, cells
-
-    def _previous_cells(self) -> list[dict[str, Any]]:
-        return [r for r in self.journal.records() if r["type"] == "cell"]
 
     def _write_synthetic_data(self) -> None:
         self.data_dir = self.run_dir / "synthetic-data"
