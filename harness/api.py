@@ -227,6 +227,17 @@ class Backend(ABC):
         """
         return dict.fromkeys(self.devices)
 
+    def convert(self, model: TrainedModel, options: Mapping[str, Any]) -> None:  # noqa: B027
+        """Make, once per trained model, the artifacts ``prepare`` would otherwise make in every
+        worker (e.g. an ONNX export, kept in ``model.artifact_dir``).
+
+        The runner calls it in its own process, which already holds TensorFlow, before the
+        model's workers start: a worker that then only reads the artifact need not import
+        TensorFlow (about 9 s on two cores). Optional; ``prepare`` must still work without it.
+        If it raises, the runner warns and the worker's ``prepare`` tries again, so the failure
+        is recorded in the cell.
+        """
+
     @abstractmethod
     def prepare(self, model: TrainedModel, device: str, options: Mapping[str, Any]) -> Predictor:
         """Load (and convert, if needed) ``model`` for ``device``.

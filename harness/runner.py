@@ -109,9 +109,9 @@ class Runner:
                 trained, eval_path = self._prepare_model(
                     plan.key, train, test, plan.key in done_models
                 )
-                for cell in plan.cells:
-                    if cell in done_cells:
-                        continue
+                todo = [cell for cell in plan.cells if cell not in done_cells]
+                self._convert(trained, {cell.backend for cell in todo})
+                for cell in todo:
                     record = self._measure(cell, trained, eval_path)
                     self.journal.append(record)
                     outcome.cells[record["status"]] += 1
@@ -250,6 +250,22 @@ class Runner:
         self.phases["accuracy"] += time.perf_counter() - t0
         return cached.trained, eval_path
 
+    def _convert(self, trained: TrainedModel, backends: set[str]) -> None:
+        """Let each backend make its artifacts here, where TensorFlow is already loaded; a
+        failure only warns, since the worker's ``prepare`` retries and records it."""
+        for name in sorted(backends):
+            t0 = time.perf_counter()
+            try:
+                self.registry.backend(name).convert(
+                    trained, self.suite.backend_options.get(name, {})
+                )
+            except Exception as exc:
+                self.log(
+                    f"warning: {name} could not convert {trained.artifact_dir.name} ({exc}); "
+                    "its workers will try again"
+                )
+            self.phases["export"] += time.perf_counter() - t0
+
     def _measure(self, cell: CellKey, trained: TrainedModel, eval_path: Path) -> dict[str, Any]:
         from harness.worker import CellSpec, run_cell_subprocess
 
@@ -273,9 +289,6 @@ class Runner:
         for phase, seconds in (record.get("phases") or {}).items():
             if seconds is not None:
                 self.phases[phase] += seconds
-        export = (record.get("describe") or {}).get("export_seconds")
-        if export:
-            self.phases["export"] += export
         p50s = ", ".join(
             f"batch {b['batch_size']}: p50 {b['stats']['p50_ms']:.3f} ms"
             for b in record.get("batches") or []

@@ -255,8 +255,9 @@ def check_backend(
     options: Mapping[str, Any] | None = None,
     min_top1_agreement: float = PARITY_MIN_TOP1_AGREEMENT,
 ) -> None:
-    """Check the declarations, then prepare ``trained`` on ``device`` and hold the predictor's
-    logits on ``images`` to ``reference_logits`` (the Keras model's): float32, the right shape,
+    """Check the declarations, then convert and prepare ``trained`` on ``device`` (as the runner
+    does) and hold the predictor's logits on ``images`` to ``reference_logits`` (the Keras
+    model's): float32, the right shape,
     finite, the same top-1 class on at least ``min_top1_agreement`` of the images, batch by batch
     and one image at a time. ``describe()`` must return JSON-serialisable data.
     """
@@ -284,6 +285,7 @@ def check_backend(
                 f"{where}: probe_devices()[{name!r}] is {reason!r}, expected None (usable) or "
                 "a non-empty reason"
             )
+    backend.convert(trained, dict(options or {}))  # as the runner does, before the workers
     predictor = backend.prepare(trained, device, dict(options or {}))
     if not isinstance(predictor, Predictor):
         raise ConformanceError(

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +100,35 @@ def test_the_export_has_a_dynamic_batch_and_is_reused(tiny_model) -> None:
     assert again.opset == first.opset == 17
     batch_dim = onnxruntime.InferenceSession(str(first.path)).get_inputs()[0].shape[0]
     assert isinstance(batch_dim, str)  # a symbolic dimension: any batch size
+
+
+WORKER_WITHOUT_TENSORFLOW = """
+import json, sys
+from pathlib import Path
+from harness.api import TrainedModel
+from harness_onnxruntime.backend import OnnxRuntimeBackend
+
+fields = json.loads(sys.argv[1])
+trained = TrainedModel(**{**fields, "keras_path": Path(fields["keras_path"]),
+                          "artifact_dir": Path(fields["artifact_dir"])})
+predictor = OnnxRuntimeBackend().prepare(trained, "cpu", {"opset": 15})
+loaded = sorted(m for m in ("tensorflow", "keras", "tf2onnx") if m in sys.modules)
+print(json.dumps({"cached": predictor.describe()["export_cached"], "loaded": loaded}))
+"""
+
+
+def test_after_convert_a_worker_opens_the_export_without_tensorflow(tiny_model) -> None:
+    trained = tiny_model[0]
+    OnnxRuntimeBackend().convert(trained, {"opset": 15})
+    fields = {**vars(trained), "keras_path": str(trained.keras_path)}
+    fields["artifact_dir"] = str(trained.artifact_dir)
+    child = subprocess.run(
+        [sys.executable, "-c", WORKER_WITHOUT_TENSORFLOW, json.dumps(fields)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert json.loads(child.stdout.splitlines()[-1]) == {"cached": True, "loaded": []}
 
 
 def test_a_different_opset_is_a_new_export(tiny_model) -> None:

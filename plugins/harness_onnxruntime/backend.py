@@ -66,6 +66,10 @@ class OnnxRuntimeBackend(Backend):
             "cuda": None if PROVIDERS["cuda"] in available else _no_cuda_reason(ort, available),
         }
 
+    def convert(self, model: TrainedModel, options: Mapping[str, Any]) -> None:
+        """Export in the runner, so that workers open the cached ONNX file without TensorFlow."""
+        export_onnx(model, check_options(options)["opset"])
+
     def prepare(
         self, model: TrainedModel, device: str, options: Mapping[str, Any]
     ) -> OnnxRuntimePredictor:

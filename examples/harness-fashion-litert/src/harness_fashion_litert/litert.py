@@ -69,6 +69,10 @@ class LiteRtBackend(Backend):
             }
         return {"cpu": None}
 
+    def convert(self, model: TrainedModel, options: Mapping[str, Any]) -> None:
+        """Convert in the runner, so that workers load ``model.tflite`` without TensorFlow."""
+        converted_model(model)
+
     def prepare(
         self, model: TrainedModel, device: str, options: Mapping[str, Any]
     ) -> LiteRtPredictor:
