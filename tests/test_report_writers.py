@@ -177,3 +177,19 @@ def test_report_of_an_interrupted_run_works(tmp_path):
     with pytest.warns(UserWarning, match="torn last line"):
         write_run_reports(tmp_path, plots=False)
     assert "unfinished" in (tmp_path / "report.md").read_text()
+
+
+def test_figures_drawn_by_both_processes_come_back_in_report_order(run_dir, tables, tmp_path):
+    from harness.report.background import PlotWorker
+    from harness.report.plots import write_plots
+
+    expected = [plot.path for plot in write_plots(tables.summary, tables.models, tmp_path)]
+    with PlotWorker() as worker:
+        worker.draw(tables.summary, tables.models, tmp_path)
+        shared = [plot.path for plot in worker.plots()]
+    assert shared == expected
+    assert [path.name for path in expected[:3]] == [
+        "latency.png",
+        "accuracy_vs_params.png",
+        "throughput.png",
+    ]

@@ -1,11 +1,13 @@
-"""Draw the plots in a second process while this one writes the data files.
+"""Draw the plots in a second process while this one writes the data files, then share the rest.
 
 Matplotlib rendering and JSON/CSV encoding are both CPU-bound Python that holds the GIL, so
 threads do not overlap them; a second process does. It is started (spawned, not forked: the
 runner that writes reports has TensorFlow's threads running, and forking a threaded process can
-deadlock) when the report starts, imports matplotlib while this process reads the journal, and
-then draws from a copy of the few columns the plots need. Where a process cannot be started
-(e.g. inside a daemonic worker), the plots are drawn here, as before.
+deadlock) when the report starts and imports matplotlib while this process reads the journal.
+Each figure is a task of its own: the second process draws from the front of the list; once
+this process has written the data files, it draws the figures not yet started from the back, so
+both cores stay busy to the end. Where a process cannot be started (e.g. inside a daemonic
+worker), or dies, the figures are drawn here.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any
 
 import pandas as pd
 
-from harness.report.plots import PLOT_COLUMNS, Plot, load_matplotlib, write_plots
+from harness.report.plots import PLOT_COLUMNS, Plot, PlotTask, load_matplotlib, plot_tasks
 
 
 class PlotWorker:
@@ -26,8 +28,8 @@ class PlotWorker:
 
     def __init__(self) -> None:
         self._pool: ProcessPoolExecutor | None = None
-        self._pending: Future[list[Plot]] | None = None
-        self._arguments: tuple[pd.DataFrame, list[dict[str, Any]], Path] | None = None
+        self._tasks: list[PlotTask] | None = None
+        self._futures: list[Future[Plot | None] | None] = []
         try:
             self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
             self._pool.submit(load_matplotlib)
@@ -36,20 +38,41 @@ class PlotWorker:
             self.close()
 
     def draw(self, summary: pd.DataFrame, models: list[dict[str, Any]], run_dir: Path) -> None:
-        self._arguments = (summary[PLOT_COLUMNS], models, run_dir)
-        if self._pool is not None:
-            self._pending = self._pool.submit(write_plots, *self._arguments)
+        self._tasks = plot_tasks(summary[PLOT_COLUMNS], models, run_dir)
+        self._futures = [self._submit(task) for task in self._tasks]
 
     def plots(self) -> list[Plot]:
-        """The plots drawn; a plotting error is raised here, whichever process drew them."""
-        if self._arguments is None:
+        """The plots drawn, in report order; a plotting error is raised here, whichever
+        process drew them."""
+        if self._tasks is None:
             raise RuntimeError("PlotWorker.plots() called before draw()")
-        if self._pending is not None:
+        drawn: list[Plot | None] = [None] * len(self._tasks)
+        pending = list(range(len(self._tasks)))
+        while pending and _can_take(self._futures[pending[-1]]):
+            index = pending.pop()  # not started in the background: draw it here
+            function, arguments = self._tasks[index]
+            drawn[index] = function(*arguments)
+        for index in pending:
+            drawn[index] = self._collect(index)
+        return [plot for plot in drawn if plot is not None]
+
+    def _submit(self, task: PlotTask) -> Future[Plot | None] | None:
+        if self._pool is None:
+            return None
+        try:
+            return self._pool.submit(task[0], *task[1])
+        except BrokenProcessPool:
+            return None
+
+    def _collect(self, index: int) -> Plot | None:
+        future = self._futures[index]
+        if future is not None:
             try:
-                return self._pending.result()
+                return future.result()
             except BrokenProcessPool:
                 pass  # the process died (killed, out of memory): draw here instead
-        return write_plots(*self._arguments)
+        function, arguments = self._tasks[index]
+        return function(*arguments)
 
     def close(self) -> None:
         if self._pool is not None:
@@ -61,3 +84,9 @@ class PlotWorker:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def _can_take(future: Future[Plot | None] | None) -> bool:
+    """True when this process should draw the figure: no background task, or one not started
+    (cancelled here, so the background process skips it)."""
+    return future is None or future.cancel()

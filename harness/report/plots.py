@@ -7,6 +7,7 @@ the harness stays fast.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -224,13 +225,24 @@ def confusion_plot(model: dict[str, Any], run_dir: Path, run_count: int) -> Plot
     return _save(figure, run_dir, name, f"Confusion matrix, {identity}")
 
 
-def write_plots(summary: pd.DataFrame, models: list[dict[str, Any]], run_dir: Path) -> list[Plot]:
-    """Every figure of the report; ``summary`` needs only the :data:`PLOT_COLUMNS`."""
-    plots = [
-        latency_plot(summary, run_dir),
-        accuracy_params_plot(summary, run_dir),
-        throughput_plot(summary, run_dir),
-    ]
+PlotTask = tuple[Callable[..., Plot | None], tuple[Any, ...]]
+
+
+def plot_tasks(
+    summary: pd.DataFrame, models: list[dict[str, Any]], run_dir: Path
+) -> list[PlotTask]:
+    """Every figure of the report as ``(function, arguments)``, in report order, so that two
+    processes can share them; ``summary`` needs only the :data:`PLOT_COLUMNS`."""
     run_count = len({model["run_id"] for model in models})
-    plots.extend(confusion_plot(model, run_dir, run_count) for model in models)
-    return [plot for plot in plots if plot is not None]
+    return [
+        (latency_plot, (summary, run_dir)),
+        (accuracy_params_plot, (summary, run_dir)),
+        (throughput_plot, (summary, run_dir)),
+        *((confusion_plot, (model, run_dir, run_count)) for model in models),
+    ]
+
+
+def write_plots(summary: pd.DataFrame, models: list[dict[str, Any]], run_dir: Path) -> list[Plot]:
+    """Every figure of the report, drawn here."""
+    drawn = [function(*arguments) for function, arguments in plot_tasks(summary, models, run_dir)]
+    return [plot for plot in drawn if plot is not None]
