@@ -69,7 +69,11 @@ SUMMARY_COLUMNS: tuple[Column, ...] = (
     Column("max_ms", "Float64", "slowest call"),
     Column("throughput_ips", "Float64", "images per second (batch_size / mean latency)"),
     Column("unstable", "boolean", "CV of at least 10%: treat the latency with care"),
-    Column("prepare_s", "Float64", "cold start: the worker building its predictor (loading the model or export)"),
+    Column(
+        "prepare_s",
+        "Float64",
+        "cold start: the worker building its predictor (loading the model or export)",
+    ),
     Column("first_inference_ms", "Float64", "cold start: the first call after prepare"),
     Column("peak_rss_bytes", "Int64", "peak resident memory of the worker process"),
     Column("worker_seconds", "Float64", "wall time of the worker process"),
