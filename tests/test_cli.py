@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -40,3 +41,12 @@ def test_bad_suite_is_exit_2_with_a_message_and_no_traceback(tmp_path, capsys):
 def test_resume_of_a_folder_that_is_not_a_run_is_exit_2(tmp_path, capsys):
     assert main(["run", "--resume", str(tmp_path)]) == 2
     assert "not a run folder" in capsys.readouterr().err
+
+
+def test_run_quiets_tensorflow_info_lines_unless_the_user_chose(tmp_path, monkeypatch):
+    monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL", raising=False)
+    main(["run", "--resume", str(tmp_path)])
+    assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "2"
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "0")
+    main(["run", "--resume", str(tmp_path)])
+    assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "0"

@@ -6,6 +6,7 @@ Exits 1 when a cell failed, crashed or timed out (unavailable devices are not fa
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -37,6 +38,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
+TENSORFLOW_LOG_LEVEL = "2"
+"""TensorFlow's C++ info and warning lines (one per graph optimisation of each ONNX export, no
+CUDA driver on a CPU machine) would bury the run's own; errors still show. A user's own
+``TF_CPP_MIN_LOG_LEVEL`` wins."""
+
+
 def run(args: argparse.Namespace) -> int:
     from harness.environment import capture_environment
     from harness.paths import model_cache_dir, resolve_data_dir
@@ -48,6 +55,8 @@ def run(args: argparse.Namespace) -> int:
 
     def as_tuple(values: list | None) -> tuple | None:
         return tuple(values) if values else None
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", TENSORFLOW_LOG_LEVEL)  # workers inherit it
 
     if args.resume:
         run_dir = Path(args.resume)
