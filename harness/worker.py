@@ -107,6 +107,7 @@ def empty_record(spec: CellSpec, status: str, error: str | None) -> dict[str, An
         "parity_max_abs_diff": None,
         "parity_ok": None,
         "peak_rss_bytes": None,
+        "peak_gpu_memory_bytes": None,
         "describe": {},
         "phases": {"prepare": None, "accuracy": None, "latency": None},
         "worker_seconds": None,
@@ -135,6 +136,8 @@ def run_cell(spec: CellSpec) -> dict[str, Any]:
         record["prepare_s"] = record["phases"]["prepare"] = time.perf_counter() - before
         try:
             _measure_predictor(predictor, spec, images, labels, reference, record)
+            if spec.device != "cpu":
+                record["peak_gpu_memory_bytes"] = gpu_memory_bytes()
         finally:
             predictor.close()
     except Exception as exc:
@@ -225,6 +228,38 @@ def peak_rss_bytes() -> int | None:
         return None
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak if sys.platform == "darwin" else peak * 1024  # macOS: bytes; Linux: KiB
+
+
+def gpu_memory_bytes() -> int | None:
+    """GPU memory this process holds, summed over NVIDIA GPUs, or None where NVML cannot say.
+
+    Read after the latency runs: TensorFlow's and ONNX Runtime's allocators keep what they took
+    (memory growth, the BFC arena), so what the process holds then is its peak, CUDA context
+    included. NVML is the one view both runtimes share. Inside a container whose PID namespace
+    hides this process from NVML, the answer is None (unknown), never 0.
+    """
+    try:
+        import pynvml
+    except ImportError:
+        return None
+    try:
+        pynvml.nvmlInit()
+    except pynvml.NVMLError:
+        return None
+    try:
+        used = [
+            process.usedGpuMemory
+            for index in range(pynvml.nvmlDeviceGetCount())
+            for process in pynvml.nvmlDeviceGetComputeRunningProcesses(
+                pynvml.nvmlDeviceGetHandleByIndex(index)
+            )
+            if process.pid == os.getpid() and process.usedGpuMemory is not None
+        ]
+    except pynvml.NVMLError:
+        return None
+    finally:
+        pynvml.nvmlShutdown()
+    return sum(used) if used else None
 
 
 def run_cell_subprocess(spec: CellSpec, timeout_s: float, work_dir: Path) -> dict[str, Any]:

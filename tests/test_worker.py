@@ -8,6 +8,7 @@ its entry points exactly as it discovers real plugins.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,10 +19,11 @@ import pytest
 from harness.api import TrainedModel
 from harness.latency import LatencyStats
 from harness.suite import LatencyConfig
-from harness.worker import CellSpec, run_cell, run_cell_subprocess
+from harness.worker import CellSpec, gpu_memory_bytes, run_cell, run_cell_subprocess
 
 TEST_BACKENDS = '''
 import os
+import sys
 import time
 
 import numpy as np
@@ -254,3 +256,60 @@ def test_a_workers_peak_memory_is_its_own_not_its_parents():
     child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert ballast.sum() == ballast.size
     assert 0 < int(child.stdout) < 200 * 2**20
+
+
+class FakeNvml:
+    """pynvml's calls the worker makes, on one GPU that two processes use."""
+
+    class NVMLError(Exception):
+        pass
+
+    def __init__(self, processes: list[tuple[int, int | None]], fail_init: bool = False) -> None:
+        self._processes = processes
+        self._fail_init = fail_init
+        self.shut_down = False
+
+    def nvmlInit(self) -> None:
+        if self._fail_init:
+            raise self.NVMLError("Driver Not Loaded")
+
+    def nvmlShutdown(self) -> None:
+        self.shut_down = True
+
+    def nvmlDeviceGetCount(self) -> int:
+        return 1
+
+    def nvmlDeviceGetHandleByIndex(self, index: int) -> str:
+        return f"gpu{index}"
+
+    def nvmlDeviceGetComputeRunningProcesses(self, handle: str) -> list[Any]:
+        from types import SimpleNamespace
+
+        return [SimpleNamespace(pid=pid, usedGpuMemory=used) for pid, used in self._processes]
+
+
+@pytest.mark.usefixtures("test_backends")
+def test_a_gpu_cell_records_the_gpu_memory_its_own_process_holds(eval_data, monkeypatch) -> None:
+    nvml = FakeNvml([(os.getpid(), 700_000_000), (os.getpid() + 1, 5_000_000_000)])
+    monkeypatch.setitem(sys.modules, "pynvml", nvml)
+    on_gpu = run_cell(spec_for("pixels", eval_data[0], device="gpu"))
+    on_cpu = run_cell(spec_for("pixels", eval_data[0]))
+    assert on_gpu["status"] == "ok", on_gpu["error"]
+    assert on_gpu["peak_gpu_memory_bytes"] == 700_000_000
+    assert on_cpu["peak_gpu_memory_bytes"] is None
+    assert nvml.shut_down
+
+
+@pytest.mark.parametrize(
+    "nvml",
+    [
+        None,  # pynvml not installed
+        FakeNvml([(os.getpid(), 1)], fail_init=True),  # no driver
+        FakeNvml([(1, 700_000_000)]),  # this process is not among NVML's (a PID namespace)
+        FakeNvml([(os.getpid(), None)]),  # NVML cannot see the figure
+    ],
+    ids=["no-pynvml", "no-driver", "not-listed", "not-available"],
+)
+def test_gpu_memory_is_unknown_never_zero_when_nvml_cannot_say(nvml, monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "pynvml", nvml)  # None makes the import fail
+    assert gpu_memory_bytes() is None

@@ -162,7 +162,8 @@ def _pool_ratios(rows: pd.DataFrame) -> list[str]:
 
 
 def _backends_table(rows: pd.DataFrame, many_runs: bool) -> tuple[Table, bool, str]:
-    """One row per cell; p50 per batch size in columns; throughput at the largest batch.
+    """One row per cell; p50 per batch size in columns; throughput at the largest batch; what
+    the worker's process held in memory (and on the GPU, where a cell ran on one).
 
     Also returns whether any latency is unstable, and a note when not every batch size fits.
     """
@@ -173,6 +174,9 @@ def _backends_table(rows: pd.DataFrame, many_runs: bool) -> tuple[Table, bool, s
     headers = ("model", "variant", "backend", "device", "accuracy", "top-1 agreement")
     headers += ("max |diff|", *(f"p50 ms b={b}" for b in batch_sizes))
     headers += (f"images/s b={batch_sizes[-1]}",) if batch_sizes else ()
+    headers += ("worker memory",)
+    on_gpu = measured["peak_gpu_memory_bytes"].notna().any()
+    headers += ("GPU memory",) if on_gpu else ()
     headers += ("run",) if many_runs else ()
     body = []
     any_unstable = False
@@ -193,6 +197,8 @@ def _backends_table(rows: pd.DataFrame, many_runs: bool) -> tuple[Table, bool, s
             last = batch_sizes[-1]
             throughput = by_batch.loc[last, "throughput_ips"] if last in by_batch.index else None
             values += (fmt_int(None if _missing(throughput) else round(throughput)),)
+        values += (fmt_gib(first.peak_rss_bytes),)
+        values += (fmt_gib(first.peak_gpu_memory_bytes),) if on_gpu else ()
         body.append(values + ((key[4],) if many_runs else ()))
     note = ""
     if len(batch_sizes) < len(all_sizes):

@@ -59,6 +59,7 @@ _CELL_COLUMNS = (
     "parity_max_abs_diff",
     "parity_ok",
     "peak_rss_bytes",
+    "peak_gpu_memory_bytes",
     "worker_seconds",
 )
 

@@ -87,6 +87,11 @@ SUMMARY_COLUMNS: tuple[Column, ...] = (
     Column("achieved_gflops", "Float64", "2 x MACs per image x batch size / p50 latency"),
     Column("peak_gflops", "Float64", "this machine's fp32 GEMM peak, measured at run start"),
     Column("peak_fraction", "Float64", "achieved_gflops / peak_gflops"),
+    Column(
+        "peak_gpu_memory_bytes",
+        "Int64",
+        "GPU memory the worker held after its runs, CUDA context included (NVML; empty on CPU)",
+    ),
 )
 
 SAMPLE_COLUMNS: tuple[Column, ...] = (

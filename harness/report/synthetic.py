@@ -152,6 +152,7 @@ def cell_record(
         "parity_max_abs_diff": 1e-5 if status == "ok" else None,
         "parity_ok": True if status == "ok" else None,
         "peak_rss_bytes": 500_000_000,
+        "peak_gpu_memory_bytes": 700_000_000 if device != "cpu" and status == "ok" else None,
         "describe": {
             "inference_path": "InferenceSession.run" if backend == "onnxruntime" else "tf.function",
             "threads": {"intra_op": 2},
