@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -193,3 +194,25 @@ def test_figures_drawn_by_both_processes_come_back_in_report_order(run_dir, tabl
         "accuracy_vs_params.png",
         "throughput.png",
     ]
+
+
+def test_a_report_from_before_a_column_was_added_reads_with_it_empty(run_dir, tmp_path):
+    from harness.report.schema import SUMMARY_COLUMNS
+
+    old = tmp_path / "old"
+    shutil.copytree(run_dir, old)
+    last = SUMMARY_COLUMNS[-1].name
+    summary = read_parquet(old / "summary.parquet").drop(columns=[last])
+    write_parquet(summary, old / "summary.parquet")
+    read_csv(run_dir / "summary.csv").drop(columns=[last]).to_csv(old / "summary.csv", index=False)
+    assert read_report_folder(old).summary[last].isna().all()
+    assert read_csv(old / "summary.csv")[last].isna().all()
+
+
+def test_a_summary_missing_a_column_from_the_middle_is_an_error_naming_it(run_dir, tmp_path):
+    summary = read_parquet(run_dir / "summary.parquet").drop(columns=["p50_ms"])
+    folder = tmp_path / "foreign"
+    shutil.copytree(run_dir, folder)
+    write_parquet(summary, folder / "summary.parquet")
+    with pytest.raises(DataError, match=r"summary\.parquet: columns missing: p50_ms"):
+        read_report_folder(folder)

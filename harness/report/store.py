@@ -20,6 +20,7 @@ from harness.report.schema import (
     SAMPLE_COLUMNS,
     SCHEMA_VERSION,
     SUMMARY_COLUMNS,
+    Column,
     column_names,
     dtypes,
 )
@@ -101,7 +102,7 @@ def read_csv(path: Path) -> pd.DataFrame:
         )
     except (OSError, ValueError) as exc:
         raise DataError(f"{path}: not a summary CSV of this harness: {exc}") from None
-    return frame[column_names(SUMMARY_COLUMNS)]
+    return with_later_columns(path, frame, SUMMARY_COLUMNS)[column_names(SUMMARY_COLUMNS)]
 
 
 def write_run_json(
@@ -143,11 +144,21 @@ def read_report_folder(folder: Path) -> RunTables:
     document = read_run_json(folder / RUN_JSON)
     summary = read_parquet(folder / SUMMARY_PARQUET)
     samples = read_parquet(folder / SAMPLES_PARQUET)
-    for path, frame, columns in (
-        (folder / SUMMARY_PARQUET, summary, SUMMARY_COLUMNS),
-        (folder / SAMPLES_PARQUET, samples, SAMPLE_COLUMNS),
-    ):
-        missing = [name for name in column_names(columns) if name not in frame.columns]
-        if missing:
-            raise DataError(f"{path}: columns missing: {', '.join(missing)}")
+    summary = with_later_columns(folder / SUMMARY_PARQUET, summary, SUMMARY_COLUMNS)
+    samples = with_later_columns(folder / SAMPLES_PARQUET, samples, SAMPLE_COLUMNS)
     return RunTables(summary=summary, samples=samples, runs=document["runs"])
+
+
+def with_later_columns(
+    path: Path, frame: pd.DataFrame, columns: tuple[Column, ...]
+) -> pd.DataFrame:
+    """``frame`` with every schema column: those added at the end of the schema after ``frame``
+    was written (no version bump needed, see :mod:`harness.report.schema`) come back empty; any
+    other missing column means the file is not this schema's, and is an error naming it."""
+    names = column_names(columns)
+    missing = [name for name in names if name not in frame.columns]
+    if missing != names[len(names) - len(missing) :]:
+        raise DataError(f"{path}: columns missing: {', '.join(missing)}")
+    for column in columns[len(names) - len(missing) :]:
+        frame[column.name] = pd.Series(pd.NA, index=frame.index, dtype=column.dtype)
+    return frame
