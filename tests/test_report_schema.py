@@ -65,6 +65,17 @@ def test_achieved_gflops_is_two_macs_per_image_times_batch_over_p50_and_a_share_
     assert row["peak_fraction"] == pytest.approx(expected / 100.0)
 
 
+@pytest.mark.parametrize(("end_gflops", "expected"), [(130.0, 130.0), (80.0, 100.0), (None, 100.0)])
+def test_the_peak_is_the_best_of_the_runs_start_and_end(end_gflops, expected):
+    end = end_record()
+    if end_gflops is not None:
+        end["gemm_peak"] = {"gflops": end_gflops, "engine": "synthetic", "size": 512}
+    records = [run_record(), model_record("mnist", "pool"), cell_record("mnist", "pool"), end]
+    row = build_tables(records, SOURCE).summary.iloc[0]
+    assert row["peak_gflops"] == expected  # the start's peak is 100
+    assert row["peak_fraction"] == pytest.approx(row["achieved_gflops"] / expected)
+
+
 def test_a_cell_that_did_not_measure_has_a_row_per_planned_batch_size():
     records = [
         run_record(),  # the suite plans batch sizes 1 and 8

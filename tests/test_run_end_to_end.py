@@ -73,6 +73,11 @@ def test_both_backends_give_rows_with_accuracy_parity_and_latency(cache_env, tmp
     assert (onnx.providers == "CPUExecutionProvider").all()
     for name in ("report.md", "report.html", "samples.parquet", "benchmark.json", "run.json"):
         assert (run_dir / name).is_file(), name
+    records = Journal(run_dir / "journal.jsonl").records()
+    peaks = [records[0]["gemm_peak"]["gflops"], records[-1]["gemm_peak"]["gflops"]]
+    assert records[-1]["type"] == "end" and min(peaks) > 0
+    assert (summary.peak_gflops == max(peaks)).all()
+    assert "fp32 GEMM peak: " in (run_dir / "report.md").read_text()
 
 
 def test_a_second_run_reuses_the_trained_model_from_the_cache(cache_env, tmp_path):

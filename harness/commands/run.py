@@ -86,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
         run_dir,
         model_cache_dir(),
         progress=not args.no_progress,
+        measure_peak=lambda: measure_gemm_peak().to_dict(),
     )
     if not args.resume:
         plugins = {

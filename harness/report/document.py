@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 
 from harness.report.confusions import top_confusions
-from harness.report.frames import RunTables
+from harness.report.frames import RunTables, best_peak_gflops
 from harness.report.plots import MAX_BATCH_SIZES_SHOWN, Plot, spread
 
 
@@ -104,6 +104,7 @@ def _runs_section(tables: RunTables) -> list[Block]:
             f"CPU: {env.get('cpu_model', '-')} ({env.get('physical_cores', '-')} cores, "
             f"{env.get('logical_cores', '-')} threads), RAM {fmt_gib(env.get('ram_bytes'))}",
             f"GPU: {', '.join(gpus) if gpus else 'none'}",
+            _peak_line(run),
             f"OS: {env.get('os', '-')}, Python {env.get('python', '-')}",
             "libraries: " + ", ".join(f"{k} {v}" for k, v in sorted(libraries.items()) if v),
             "thread settings: "
@@ -117,6 +118,19 @@ def _runs_section(tables: RunTables) -> list[Block]:
             )
         blocks += [Heading(3, f"Run {run['run_id']}"), Bullets(tuple(items))]
     return blocks
+
+
+def _peak_line(run: dict[str, Any]) -> str:
+    peaks = [
+        f"{when} {(run.get(key) or {}).get('gflops'):.1f}"
+        for when, key in (("start", "gemm_peak"), ("end", "gemm_peak_end"))
+        if (run.get(key) or {}).get("gflops")
+    ]
+    engine = (run.get("gemm_peak") or {}).get("engine", "-")
+    best = best_peak_gflops(run)
+    if best is None:
+        return "fp32 GEMM peak: not measured"
+    return f"fp32 GEMM peak: {best:.1f} GFLOP/s ({engine}; measured at {', '.join(peaks)})"
 
 
 def _models_table(rows: pd.DataFrame, many_runs: bool) -> Table:

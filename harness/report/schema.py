@@ -85,7 +85,7 @@ SUMMARY_COLUMNS: tuple[Column, ...] = (
     Column("timestamp", "string", "when the run started (ISO 8601)"),
     Column("git_sha", "string", "commit of the harness that made the run"),
     Column("achieved_gflops", "Float64", "2 x MACs per image x batch size / p50 latency"),
-    Column("peak_gflops", "Float64", "this machine's fp32 GEMM peak, measured at run start"),
+    Column("peak_gflops", "Float64", "this machine's fp32 GEMM peak: best of run start and end"),
     Column("peak_fraction", "Float64", "achieved_gflops / peak_gflops"),
     Column(
         "peak_gpu_memory_bytes",
