@@ -42,6 +42,12 @@ class CachedModel:
     trained: TrainedModel
     record: dict[str, Any]
     hit: bool
+    model: Any = None
+    """On a miss, the model just trained, still in memory (the runner need not load it back);
+    None on a hit."""
+    test_logits: np.ndarray | None = None
+    """On a miss, its float32 logits on the whole test set (the sidecar's accuracy comes from
+    them); None on a hit."""
 
 
 def load_model(path: Path) -> Any:
@@ -84,6 +90,7 @@ class TrainedModelCache:
         folder = self.root / key
         record = _read_valid_sidecar(folder, inputs)
         hit = record is not None
+        model = logits = None
         if record is None:
             set_seeds(seed)
             model = spec.build(variant, dataset.input_shape, dataset.num_classes)
@@ -107,7 +114,7 @@ class TrainedModelCache:
             artifact_dir=folder,
             cache_key=key,
         )
-        return CachedModel(trained=trained, record=record, hit=hit)
+        return CachedModel(trained, record, hit, model, logits)
 
 
 def key_inputs(

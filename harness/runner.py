@@ -214,12 +214,15 @@ class Runner:
         self.log(f"{key.slug()}: {state} ({cached.trained.artifact_dir})")
 
         t0 = time.perf_counter()
-        model = load_model(cached.trained.keras_path)
+        model = cached.model if cached.model is not None else load_model(cached.trained.keras_path)
         eval_set = test
         if self.suite.test_subset:
             n = self.suite.test_subset
             eval_set = LabelledImages(test.images[:n], test.labels[:n])
-        logits = predict_logits(model, eval_set.images)
+        if cached.test_logits is not None:  # just trained: scored on the test set already
+            logits = cached.test_logits[: len(eval_set)]
+        else:
+            logits = predict_logits(model, eval_set.images)
         predictions = logits.argmax(axis=1)
         eval_path = self.run_dir / "work" / f"{key.slug()}.npz"
         eval_path.parent.mkdir(parents=True, exist_ok=True)
@@ -250,10 +253,11 @@ class Runner:
                     ).tolist(),
                 }
             )
-        del model
+        trained = cached.trained
+        del model, cached  # a nopool model holds hundreds of MB; the workers load their own
         keras.backend.clear_session()
         self.phases["accuracy"] += time.perf_counter() - t0
-        return cached.trained, eval_path
+        return trained, eval_path
 
     def _convert(self, trained: TrainedModel, backends: set[str]) -> None:
         """Let each backend make its artifacts here, where TensorFlow is already loaded; a

@@ -69,9 +69,22 @@ def _entry(root: Path) -> Path:
     return folder
 
 
+def test_a_miss_hands_back_the_trained_model_and_its_test_logits(tmp_path):
+    cached = _get(TrainedModelCache(tmp_path))
+    assert not cached.hit
+    reloaded = load_model(cached.trained.keras_path)
+    np.testing.assert_array_equal(cached.test_logits, predict_logits(reloaded, TEST.images))
+    np.testing.assert_array_equal(
+        predict_logits(cached.model, TEST.images), predict_logits(reloaded, TEST.images)
+    )
+    accuracy = np.mean(np.argmax(cached.test_logits, axis=1) == TEST.labels)
+    assert cached.record["test_accuracy"] == pytest.approx(accuracy)
+
+
 def test_second_call_is_a_recorded_hit(cache_root):
     cached = _get(TrainedModelCache(cache_root))
     assert cached.hit
+    assert cached.model is None and cached.test_logits is None
     trained = cached.trained
     assert trained.artifact_dir == _entry(cache_root)
     assert trained.keras_path == trained.artifact_dir / MODEL_FILE
