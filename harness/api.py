@@ -233,7 +233,9 @@ class Backend(ABC):
 
         The runner calls it in its own process, which already holds TensorFlow, before the
         model's workers start: a worker that then only reads the artifact need not import
-        TensorFlow (about 9 s on two cores). Optional; ``prepare`` must still work without it.
+        TensorFlow (about 9 s on two cores). ``harness.model_cache.load_model(model.keras_path)``
+        returns the model the runner holds, without reading the file again. Optional;
+        ``prepare`` must still work without it.
         If it raises, the runner warns and the worker's ``prepare`` tries again, so the failure
         is recorded in the cell.
         """

@@ -14,7 +14,8 @@ import os
 import shutil
 import tempfile
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
@@ -43,15 +44,35 @@ class CachedModel:
     record: dict[str, Any]
     hit: bool
     model: Any = None
-    """On a miss, the model just trained, still in memory (the runner need not load it back);
+    """On a miss, the model as stored, still in memory (the runner need not load it back);
     None on a hit."""
     test_logits: np.ndarray | None = None
     """On a miss, its float32 logits on the whole test set (the sidecar's accuracy comes from
     them); None on a hit."""
 
 
+_held: dict[Path, Any] = {}
+"""Models this process holds in memory, by the path of their ``.keras`` file."""
+
+
+@contextmanager
+def holding(path: Path, model: Any) -> Iterator[None]:
+    """While the runner holds ``model`` (the one stored at ``path``), ``load_model(path)``
+    returns it instead of reading the file: a backend's ``convert`` in the runner then costs
+    no second load (2-3 s for a nopool model)."""
+    _held[Path(path)] = model
+    try:
+        yield
+    finally:
+        _held.pop(Path(path), None)
+
+
 def load_model(path: Path) -> Any:
-    """Load a cached ``.keras`` file for inference (uncompiled)."""
+    """Load a cached ``.keras`` file for inference (uncompiled), or return the model the
+    runner holds for it (see :func:`holding`); callers must not change it."""
+    held = _held.get(Path(path))
+    if held is not None:
+        return held
     import keras
 
     try:
@@ -105,7 +126,7 @@ class TrainedModelCache:
                 "test_images": len(test),
                 "created": datetime.now(UTC).isoformat(timespec="seconds"),
             }
-            _store(folder, model, record)
+            model = _store(folder, model, record)
         trained = TrainedModel(
             dataset=dataset.name,
             model=spec.name,
@@ -187,8 +208,9 @@ def _warn_retrain(path: Path, reason: str) -> None:
     warnings.warn(f"trained-model cache: {path}: {reason}; retraining", stacklevel=4)
 
 
-def _store(folder: Path, model: Any, record: dict[str, Any]) -> None:
-    """Replace the entry in ``folder``; the sidecar goes last and makes it valid."""
+def _store(folder: Path, model: Any, record: dict[str, Any]) -> Any:
+    """Replace the entry in ``folder``; the sidecar goes last and makes it valid. Returns the
+    model as stored (uncompiled, without the optimizer's state)."""
     if folder.exists():
         shutil.rmtree(folder)  # a damaged entry, and conversions of an older model
     folder.mkdir(parents=True)
@@ -198,6 +220,7 @@ def _store(folder: Path, model: Any, record: dict[str, Any]) -> None:
     record["keras_sha256"] = _file_sha256(model_path)
     text = json.dumps(record, indent=2, sort_keys=True)
     _atomic_write(folder / SIDECAR_FILE, lambda tmp: tmp.write_text(text))
+    return inference_model
 
 
 def _without_training_state(model: Any) -> Any:

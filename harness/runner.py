@@ -110,11 +110,10 @@ class Runner:
                 continue
             train, test = self._load(dataset_name)
             for plan in pending:
-                trained, eval_path = self._prepare_model(
-                    plan.key, train, test, plan.key in done_models
-                )
                 todo = [cell for cell in plan.cells if cell not in done_cells]
-                self._convert(trained, {cell.backend for cell in todo})
+                trained, eval_path = self._prepare_model(
+                    plan.key, train, test, plan.key in done_models, {c.backend for c in todo}
+                )
                 for cell in todo:
                     record = self._measure(cell, trained, eval_path)
                     self.journal.append(record)
@@ -183,15 +182,21 @@ class Runner:
         return dataset.load(self.data_dir, "train"), dataset.load(self.data_dir, "test")
 
     def _prepare_model(
-        self, key: ModelKey, train: LabelledImages, test: LabelledImages, journaled: bool
+        self,
+        key: ModelKey,
+        train: LabelledImages,
+        test: LabelledImages,
+        journaled: bool,
+        backends: set[str],
     ) -> tuple[TrainedModel, Path]:
         """Train or reuse the model; journal its counts and reference accuracy; write the
-        evaluation inputs every worker of this model reads."""
+        evaluation inputs every worker of this model reads; let ``backends`` convert it while
+        it is in memory."""
         import keras
         from sklearn.metrics import confusion_matrix
 
         from harness.counting import count_model
-        from harness.model_cache import TrainedModelCache, load_model
+        from harness.model_cache import TrainedModelCache, holding, load_model
         from harness.training import predict_logits
 
         dataset = self.registry.dataset(key.dataset)
@@ -253,10 +258,12 @@ class Runner:
                     ).tolist(),
                 }
             )
+        self.phases["accuracy"] += time.perf_counter() - t0
         trained = cached.trained
+        with holding(trained.keras_path, model):
+            self._convert(trained, backends)
         del model, cached  # a nopool model holds hundreds of MB; the workers load their own
         keras.backend.clear_session()
-        self.phases["accuracy"] += time.perf_counter() - t0
         return trained, eval_path
 
     def _convert(self, trained: TrainedModel, backends: set[str]) -> None:

@@ -9,7 +9,13 @@ import pytest
 
 from harness import model_cache
 from harness.api import Dataset, LabelledImages
-from harness.model_cache import MODEL_FILE, SIDECAR_FILE, TrainedModelCache, load_model
+from harness.model_cache import (
+    MODEL_FILE,
+    SIDECAR_FILE,
+    TrainedModelCache,
+    holding,
+    load_model,
+)
 from harness.suite import TrainingRecipe
 from harness.training import predict_logits
 from harness_book_cnn import BookCnn
@@ -175,3 +181,12 @@ def test_cached_file_holds_the_weights_without_optimizer_state(cache_root):
     assert getattr(restored, "optimizer", None) is None
     weight_bytes = sum(w.nbytes for w in restored.get_weights())
     assert trained.keras_path.stat().st_size < 1.5 * weight_bytes
+
+
+def test_while_the_runner_holds_a_model_loading_its_path_returns_it(cache_root):
+    path = _entry(cache_root) / MODEL_FILE
+    held = object()
+    with holding(path, held):
+        assert load_model(path) is held
+        assert load_model(Path(str(path))) is held
+    assert load_model(path) is not held

@@ -47,9 +47,10 @@ def export_onnx(model: TrainedModel, opset: int = DEFAULT_OPSET) -> OnnxExport:
         return cached
 
     import tf2onnx
-    from keras.models import load_model
 
-    keras_model = load_model(model.keras_path, compile=False)
+    from harness.model_cache import load_model
+
+    keras_model = load_model(model.keras_path)  # in the runner: the model it holds already
     started = time.perf_counter()
     proto = _convert(keras_model, opset)
     export_seconds = time.perf_counter() - started

@@ -130,10 +130,11 @@ def converted_model(model: TrainedModel) -> tuple[Path, dict[str, Any]]:
     sidecar = model.artifact_dir / SIDECAR_FILE
     if target.is_file() and sidecar.is_file():
         return target, json.loads(sidecar.read_text())
-    import keras
     import tensorflow as tf
 
-    keras_model = keras.saving.load_model(model.keras_path, compile=False)
+    from harness.model_cache import load_model
+
+    keras_model = load_model(model.keras_path)  # in the runner: the model it holds already
     converter = tf.lite.TFLiteConverter.from_keras_model(keras_model)
     converter.optimizations = []  # fp32: no quantization
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
