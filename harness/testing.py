@@ -257,9 +257,9 @@ def check_backend(
 ) -> None:
     """Check the declarations, then convert and prepare ``trained`` on ``device`` (as the runner
     does) and hold the predictor's logits on ``images`` to ``reference_logits`` (the Keras
-    model's): float32, the right shape,
-    finite, the same top-1 class on at least ``min_top1_agreement`` of the images, batch by batch
-    and one image at a time. ``describe()`` must return JSON-serialisable data.
+    model's): float32, the right shape, finite, the same top-1 class on at least
+    ``min_top1_agreement`` of the images, batch by batch and one image at a time.
+    ``describe()`` must return JSON-serialisable data.
     """
     where = f"backend {getattr(backend, 'name', type(backend).__name__)!r}"
     _check_name(backend, where)

@@ -50,11 +50,14 @@ class PlotWorker:
         pending = list(range(len(self._tasks)))
         while pending and _can_take(self._futures[pending[-1]]):
             index = pending.pop()  # not started in the background: draw it here
-            function, arguments = self._tasks[index]
-            drawn[index] = function(*arguments)
+            drawn[index] = self._draw_here(index)
         for index in pending:
             drawn[index] = self._collect(index)
         return [plot for plot in drawn if plot is not None]
+
+    def _draw_here(self, index: int) -> Plot | None:
+        function, arguments = self._tasks[index]
+        return function(*arguments)
 
     def _submit(self, task: PlotTask) -> Future[Plot | None] | None:
         if self._pool is None:
@@ -71,8 +74,7 @@ class PlotWorker:
                 return future.result()
             except BrokenProcessPool:
                 pass  # the process died (killed, out of memory): draw here instead
-        function, arguments = self._tasks[index]
-        return function(*arguments)
+        return self._draw_here(index)
 
     def close(self) -> None:
         if self._pool is not None:

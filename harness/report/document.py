@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 
 from harness.report.confusions import top_confusions
-from harness.report.frames import RunTables, best_peak_gflops
+from harness.report.frames import RunTables, best_peak_gflops, peak_measurements
 from harness.report.plots import MAX_BATCH_SIZES_SHOWN, Plot, spread
 
 
@@ -121,16 +121,12 @@ def _runs_section(tables: RunTables) -> list[Block]:
 
 
 def _peak_line(run: dict[str, Any]) -> str:
-    peaks = [
-        f"{when} {(run.get(key) or {}).get('gflops'):.1f}"
-        for when, key in (("start", "gemm_peak"), ("end", "gemm_peak_end"))
-        if (run.get(key) or {}).get("gflops")
-    ]
-    engine = (run.get("gemm_peak") or {}).get("engine", "-")
     best = best_peak_gflops(run)
     if best is None:
         return "fp32 GEMM peak: not measured"
-    return f"fp32 GEMM peak: {best:.1f} GFLOP/s ({engine}; measured at {', '.join(peaks)})"
+    peaks = ", ".join(f"{when} {gflops:.1f}" for when, gflops in peak_measurements(run).items())
+    engine = (run.get("gemm_peak") or {}).get("engine", "-")
+    return f"fp32 GEMM peak: {best:.1f} GFLOP/s ({engine}; measured at {peaks})"
 
 
 def _models_table(rows: pd.DataFrame, many_runs: bool) -> Table:

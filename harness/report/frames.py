@@ -177,12 +177,19 @@ def _cell_rows(
     return [base | {"batch_size": size} for size in batch_sizes]
 
 
+def peak_measurements(run: dict[str, Any]) -> dict[str, float]:
+    """The GEMM peaks measured for ``run`` in GFLOP/s, by when: ``start`` and ``end``."""
+    measured = {
+        when: (run.get(key) or {}).get("gflops")
+        for when, key in (("start", "gemm_peak"), ("end", "gemm_peak_end"))
+    }
+    return {when: gflops for when, gflops in measured.items() if gflops}
+
+
 def best_peak_gflops(run: dict[str, Any]) -> float | None:
     """The best GEMM peak measured for ``run``, at its start or its end: interference on a
     shared machine only ever lowers a measurement, so the higher one is nearer the truth."""
-    measured = [(run.get(key) or {}).get("gflops") for key in ("gemm_peak", "gemm_peak_end")]
-    values = [value for value in measured if value]
-    return max(values) if values else None
+    return max(peak_measurements(run).values(), default=None)
 
 
 def _with_efficiency(row: dict[str, Any]) -> dict[str, Any]:
