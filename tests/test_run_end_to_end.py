@@ -76,6 +76,9 @@ def test_both_backends_give_rows_with_accuracy_parity_and_latency(cache_env, tmp
     records = Journal(run_dir / "journal.jsonl").records()
     peaks = [records[0]["gemm_peak"]["gflops"], records[-1]["gemm_peak"]["gflops"]]
     assert records[-1]["type"] == "end" and min(peaks) > 0
+    phases = records[-1]["phases"]
+    assert {"train", "accuracy", "export", "prepare", "latency"} <= set(phases)
+    assert all(seconds > 0 for seconds in phases.values())
     assert (summary.peak_gflops == max(peaks)).all()
     assert "fp32 GEMM peak: " in (run_dir / "report.md").read_text()
 
