@@ -17,9 +17,7 @@ from harness.testing import ConformanceError
 
 
 def first_party(kind: str, name: str) -> Any:
-    """The registered object, or a skip when its plugin does not register it yet (a placeholder).
-
-    A plugin that fails to import is a failure, not a skip."""
+    """The registered object; a plugin that is broken or registers nothing fails the test."""
     host = get_host()
     entries = getattr(host.registry(), kind).entries
     if name in entries:
@@ -27,7 +25,7 @@ def first_party(kind: str, name: str) -> Any:
     broken = [b for b in host.broken if b.name == name]
     if broken:
         pytest.fail(f"first-party plugin {name} is broken: {broken[0].stage}: {broken[0].error}")
-    pytest.skip(f"first-party plugin {name!r} registers no {kind} yet (still a placeholder)")
+    pytest.fail(f"first-party plugin {name!r} registers no {kind}")
 
 
 # --- the first-party plugins conform ---------------------------------------------------------

@@ -101,9 +101,12 @@ def test_in_test_plugin_object_appears_in_list(register_plugin, capsys):
     assert backend["plugin"] == "toy"
 
 
-def test_in_test_plugin_is_gone_after_the_fixture_unregisters_it(capsys):
-    listing = list_json(capsys)
-    assert "toy" not in {d["name"] for d in listing["datasets"]}
+def test_an_unregistered_plugin_object_leaves_the_listing(capsys):
+    host = get_host()
+    host.register(ToyPlugin(), name="toy")
+    assert "toy" in {d["name"] for d in list_json(capsys)["datasets"]}
+    host.unregister("toy")
+    assert "toy" not in {d["name"] for d in list_json(capsys)["datasets"]}
 
 
 def test_first_party_plugins_come_through_the_entry_point_group(capsys):

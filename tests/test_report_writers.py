@@ -162,11 +162,18 @@ def test_a_folder_without_reports_is_an_error_naming_the_missing_file(tmp_path):
         read_report_folder(tmp_path)
 
 
-def test_a_failed_write_keeps_the_previous_file(tmp_path):
+def test_a_write_that_fails_halfway_keeps_the_previous_file(tmp_path, monkeypatch):
+    import pyarrow.parquet as pq
+
+    def write_half_then_fail(table, where, **kwargs):
+        Path(where).write_bytes(b"PAR1 half a file")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(pq, "write_table", write_half_then_fail)
     path = tmp_path / "summary.parquet"
     path.write_bytes(b"previous")
-    with pytest.raises(Exception):  # noqa: B017 - any failure of the writer
-        write_parquet(pd.DataFrame({"a": [object()]}), path)
+    with pytest.raises(OSError, match="disk full"):
+        write_parquet(pd.DataFrame({"a": [1]}), path)
     assert path.read_bytes() == b"previous"
     assert list(tmp_path.iterdir()) == [path]
 

@@ -33,20 +33,23 @@ def test_a_pickle_naming_os_system_is_refused_without_running_it(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "crafted",
+    ("crafted", "global_name"),
     [
-        b'cbuiltins\nexec\n(S\'open("MARKER", "w")\'\ntR.',
-        b"\x80\x04\x95\x00\x00\x00\x00\x00\x00\x00\x00\x8c\x08builtins\x8c\x04eval\x93.",
-        b"cnumpy\nload\n.",
+        (b'cbuiltins\nexec\n(S\'open("MARKER", "w")\'\ntR.', "builtins.exec"),
+        (
+            b"\x80\x04\x95\x00\x00\x00\x00\x00\x00\x00\x00\x8c\x08builtins\x8c\x04eval\x93.",
+            "builtins.eval",
+        ),
+        (b"cnumpy\nload\n.", "numpy.load"),
     ],
     ids=["GLOBAL builtins.exec", "STACK_GLOBAL builtins.eval", "numpy.load"],
 )
-def test_any_global_outside_the_allow_list_is_refused_naming_it_and_the_file(crafted):
+def test_any_global_outside_the_allow_list_is_refused_naming_it_and_the_file(crafted, global_name):
     with pytest.raises(UnsafePickleError) as error:
         safe_loads(crafted, source="/data/test_batch")
-    message = str(error.value)
-    assert message.startswith("/data/test_batch: refused to unpickle the global")
-    assert any(name in message for name in ("builtins.exec", "builtins.eval", "numpy.load"))
+    assert str(error.value).startswith(
+        f"/data/test_batch: refused to unpickle the global {global_name}"
+    )
 
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.int64, np.float32])

@@ -27,8 +27,3 @@ def write_text(path: Path, text: str) -> Path:
         temporary.write_text(text, encoding="utf-8")
     return path
 
-
-def write_bytes(path: Path, data: bytes) -> Path:
-    with atomic_path(path) as temporary:
-        temporary.write_bytes(data)
-    return path
