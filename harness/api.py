@@ -44,7 +44,7 @@ class RemoteFile:
     filename: str
     """Path relative to the data folder; it may include a subfolder."""
     urls: tuple[str, ...]
-    """The canonical location first, then mirrors, tried in order."""
+    """Where the files can be downloaded, tried in order: the most reliable first."""
     checksum: str
     """``"sha256:<hex>"`` or ``"md5:<hex>"`` of the downloaded bytes; a mismatch is discarded."""
 

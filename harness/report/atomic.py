@@ -26,4 +26,3 @@ def write_text(path: Path, text: str) -> Path:
     with atomic_path(path) as temporary:
         temporary.write_text(text, encoding="utf-8")
     return path
-

@@ -47,7 +47,11 @@ SUMMARY_COLUMNS: tuple[Column, ...] = (
     Column("keras_bytes", "Int64", "size of the saved .keras file"),
     Column("onnx_bytes", "Int64", "size of the exported .onnx file (ONNX backends only)"),
     Column("train_steps", "Int64", "training steps taken"),
-    Column("train_seconds", "Float64", "wall time of training (0 or tiny on a cache hit)"),
+    Column(
+        "train_seconds",
+        "Float64",
+        "wall time of the training that made the model (cached figure on a hit)",
+    ),
     Column("train_images_per_s", "Float64", "training throughput"),
     Column("model_cache_hit", "boolean", "the trained model came from the cache"),
     Column("test_accuracy", "Float64", "this backend's top-1 accuracy on the eval set (0..1)"),
