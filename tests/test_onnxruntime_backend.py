@@ -212,3 +212,11 @@ def test_a_session_really_on_cuda_is_measured_and_says_so(
     assert record["status"] == "ok", record["error"]
     assert record["describe"]["providers"] == [CUDA, CPU]
     assert record["describe"]["device"] == "cuda"
+
+
+def test_without_onnxruntime_every_device_is_unavailable_with_the_fix(monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # makes `import onnxruntime` fail
+    probe = OnnxRuntimeBackend().probe_devices()
+    assert set(probe) == {"cpu", "cuda"}
+    assert all("onnxruntime cannot be imported" in reason for reason in probe.values())
+    assert all("`cpu` or `gpu` extra" in reason for reason in probe.values())

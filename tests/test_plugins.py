@@ -109,6 +109,31 @@ def test_an_unregistered_plugin_object_leaves_the_listing(capsys):
     assert "toy" not in {d["name"] for d in list_json(capsys)["datasets"]}
 
 
+class BackendWhoseProbeRaises(ToyBackend):
+    name = "raising_probe"
+
+    def probe_devices(self):
+        raise RuntimeError("driver library missing")
+
+
+class RaisingProbePlugin:
+    @hookimpl
+    def register_backends(self, register):
+        register(BackendWhoseProbeRaises())
+
+
+def test_a_probe_that_raises_lists_its_devices_unavailable_with_the_error(register_plugin, capsys):
+    register_plugin(RaisingProbePlugin(), "raising")
+    listing = list_json(capsys)
+    backend = next(b for b in listing["backends"] if b["name"] == "raising_probe")
+    reason = "probe_devices() raised RuntimeError: driver library missing"
+    assert backend["devices"] == {
+        "cpu": {"available": False, "reason": reason},
+        "tpu": {"available": False, "reason": reason},
+    }
+    assert "onnxruntime" in {b["name"] for b in listing["backends"]}
+
+
 def test_first_party_plugins_come_through_the_entry_point_group(capsys):
     listing = list_json(capsys)
     plugins = {p["name"]: p for p in listing["plugins"]}

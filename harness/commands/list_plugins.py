@@ -48,7 +48,7 @@ def collect() -> dict[str, Any]:
     ]
     backends = []
     for entry in registry.backends:
-        probe = entry.obj.probe_devices()
+        probe = _probe(entry.obj)
         backends.append(
             {
                 "name": entry.obj.name,
@@ -68,6 +68,15 @@ def collect() -> dict[str, Any]:
         "broken": [vars(b) for b in host.broken],
         "disabled": sorted(host.disabled),
     }
+
+
+def _probe(backend: Any) -> dict[str, str | None]:
+    """The backend's device probe; one that raises makes each device unavailable, with why."""
+    try:
+        return backend.probe_devices()
+    except Exception as exc:
+        reason = f"probe_devices() raised {type(exc).__name__}: {exc}"
+        return dict.fromkeys(backend.devices, reason)
 
 
 def _render(listing: dict[str, Any]) -> str:

@@ -58,8 +58,11 @@ class OnnxRuntimeBackend(Backend):
     devices = ("cpu", "cuda")
 
     def probe_devices(self) -> dict[str, str | None]:
-        import onnxruntime as ort
-
+        try:
+            import onnxruntime as ort
+        except ImportError as exc:
+            reason = f"onnxruntime cannot be imported ({exc}): install the `cpu` or `gpu` extra"
+            return dict.fromkeys(self.devices, reason)
         available = ort.get_available_providers()
         return {
             "cpu": None,
