@@ -10,7 +10,8 @@ Record types (the ``type`` key):
 - ``cell``: one backend x device on one model: identity, status, error, cold-start times,
   accuracy, parity, peak memory, what ran (``describe()``), and per batch size the latency
   statistics and raw samples in nanoseconds.
-- ``end``: wall time per phase (train, export, accuracy, latency) and in total.
+- ``end``: wall time per phase (train, export, prepare, accuracy, latency) and in total, and
+  the GEMM peak measured again at the end.
 """
 
 from __future__ import annotations

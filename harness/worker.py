@@ -33,7 +33,6 @@ from harness.errors import DeviceUnavailable
 from harness.latency import LatencyStats, measure
 from harness.suite import LatencyConfig
 
-STATUSES = ("ok", "failed", "timeout", "crashed", "unavailable")
 PARITY_MIN_TOP1_AGREEMENT = 0.999
 PARITY_MAX_ABS_DIFF = 1e-3
 EVAL_CHUNK = 256

@@ -240,9 +240,3 @@ def plot_tasks(
         (throughput_plot, (summary, run_dir)),
         *((confusion_plot, (model, run_dir, run_count)) for model in models),
     ]
-
-
-def write_plots(summary: pd.DataFrame, models: list[dict[str, Any]], run_dir: Path) -> list[Plot]:
-    """Every figure of the report, drawn here."""
-    drawn = [function(*arguments) for function, arguments in plot_tasks(summary, models, run_dir)]
-    return [plot for plot in drawn if plot is not None]
