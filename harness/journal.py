@@ -48,7 +48,10 @@ class Journal:
     def _iter_records(self) -> Iterator[dict[str, Any]]:
         if not self.path.is_file():
             raise DataError(f"{self.path}: no journal here; is this a run folder?")
-        lines = self.path.read_text(encoding="utf-8").splitlines(keepends=True)
+        try:
+            lines = self.path.read_text(encoding="utf-8").splitlines(keepends=True)
+        except (OSError, UnicodeDecodeError) as exc:
+            raise DataError(f"{self.path}: cannot read the journal as UTF-8 text: {exc}") from None
         for number, line in enumerate(lines, start=1):
             try:
                 record = json.loads(line)

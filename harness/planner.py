@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from harness.api import Dataset
 from harness.errors import SuiteError
 from harness.registry import Registry
 from harness.suite import Suite
@@ -44,11 +45,26 @@ def plan_cells(suite: Suite, registry: Registry) -> list[ModelPlan]:
 
     A backend is paired only with the suite's devices it knows (``keras`` x ``gpu``,
     ``onnxruntime`` x ``cuda``), so one suite can name both spellings of the GPU. Unknown names
-    are errors that list what is known.
+    (in ``backend_options`` too) are errors that list what is known, as is a synthetic-data
+    suite naming a dataset that cannot generate its files.
     """
-    for name in suite.datasets:
-        registry.dataset(name)
+    datasets = [registry.dataset(name) for name in suite.datasets]
+    if suite.synthetic_data:
+        cannot = [d.name for d in datasets if type(d).write_synthetic is Dataset.write_synthetic]
+        if cannot:
+            raise SuiteError(
+                f"{suite.source}: synthetic_data = true, but dataset(s) {', '.join(cannot)} "
+                "cannot generate data (no write_synthetic); run them on real files"
+            )
     backends = [registry.backend(name) for name in suite.backends]
+    unknown_options = [
+        name for name in suite.backend_options if name not in registry.backends.entries
+    ]
+    if unknown_options:
+        raise SuiteError(
+            f"{suite.source}: backend_options for unknown backend(s) "
+            f"{', '.join(unknown_options)}; backends: {', '.join(registry.backends.names())}"
+        )
     known_devices = {device for backend in backends for device in backend.devices}
     unknown = [device for device in suite.devices if device not in known_devices]
     if unknown:

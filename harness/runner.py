@@ -56,8 +56,10 @@ def _identity(record: dict[str, Any]) -> tuple[str, ...]:
 def suite_of_run(run_dir: Path) -> Suite:
     """The suite a run was started with, read back from its journal (for ``--resume``)."""
     records = Journal(run_dir / JOURNAL_NAME).records()
-    if not records or records[0]["type"] != "run":
-        raise HarnessError(f"{run_dir / JOURNAL_NAME}: does not start with a 'run' record")
+    if not records or records[0]["type"] != "run" or not isinstance(records[0].get("suite"), dict):
+        raise HarnessError(
+            f"{run_dir / JOURNAL_NAME}: does not start with a 'run' record holding the suite"
+        )
     data = dict(records[0]["suite"])
     data.pop("source", None)
     return parse_suite(data, source=f"{run_dir / JOURNAL_NAME} (resumed)")

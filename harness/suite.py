@@ -11,6 +11,8 @@ from typing import Any
 from harness.errors import SuiteError
 
 BUILTIN_SUITES = ("smoke", "quick", "book")
+MAX_SEED = 2**32 - 1
+"""NumPy's legacy seeding, which Keras uses, takes 0 .. 2**32 - 1."""
 
 
 @dataclass(frozen=True)
@@ -124,6 +126,8 @@ def _section(source: str, prefix: str, data: dict[str, Any], cls: type) -> Any:
                 value = {"default": value}
             for sub, n in value.items():
                 _check_type(source, f"{prefix}.{key}.{sub}", n, (int,))
+                if n < 1:
+                    raise SuiteError(f"{source}: {prefix}.{key}.{sub} must be at least 1, got {n}")
         elif isinstance(default, float):
             _check_type(source, f"{prefix}.{key}", value, (int, float))
             value = float(value)
@@ -160,10 +164,29 @@ def parse_suite(data: dict[str, Any], source: str) -> Suite:
                     f"{source}: {key} must be a non-empty list of names, got {value!r}"
                 )
             value = tuple(value)
+        elif key == "backend_options":
+            for backend, options in value.items():
+                _check_type(source, f"backend_options.{backend}", options, (dict,))
         values[key] = value
     if "name" not in values:
         raise SuiteError(f"{source}: key 'name' is required")
+    _check_ranges(source, values)
     return Suite(**values)
+
+
+def _check_ranges(source: str, values: dict[str, Any]) -> None:
+    seed = values.get("seed", 0)
+    if not 0 <= seed <= MAX_SEED:
+        raise SuiteError(f"{source}: seed must be between 0 and {MAX_SEED}, got {seed}")
+    if values.get("test_subset", 0) < 0:
+        raise SuiteError(
+            f"{source}: test_subset must be 0 (all) or a number of images, "
+            f"got {values['test_subset']}"
+        )
+    if values.get("worker_timeout_s", 1) <= 0:
+        raise SuiteError(
+            f"{source}: worker_timeout_s must be positive, got {values['worker_timeout_s']}"
+        )
 
 
 def load_suite(name_or_path: str) -> Suite:
@@ -188,9 +211,14 @@ def load_suite(name_or_path: str) -> Suite:
 
 
 def override(suite: Suite, **changes: Any) -> Suite:
-    """Apply CLI overrides of single fields; ``None`` means "not given"."""
+    """Apply CLI overrides of single fields (``None`` means "not given"), validated as a suite
+    file's values are."""
     given = {key: value for key, value in changes.items() if value is not None}
+    if not given:
+        return suite
     training_steps = given.pop("steps", None)
     if training_steps is not None:
         given["training"] = replace(suite.training, steps={"default": training_steps})
-    return replace(suite, **given)
+    data = replace(suite, **given).to_dict()
+    data.pop("source")
+    return parse_suite(data, f"{suite.source} with the command line's changes")

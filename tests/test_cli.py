@@ -48,3 +48,23 @@ def test_run_quiets_tensorflow_info_lines_unless_the_user_chose(tmp_path, monkey
     monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "0")
     main(["run", "--resume", str(tmp_path)])
     assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "0"
+
+
+def test_resume_refuses_flags_that_would_change_the_plan(tmp_path, capsys):
+    assert main(["run", "--resume", str(tmp_path), "--seed", "3", "--backend", "keras"]) == 2
+    err = capsys.readouterr().err
+    assert "--resume finishes a run with the plan it started with; drop --backend, --seed" in err
+
+
+def test_resume_of_a_journal_that_is_not_text_is_exit_2_naming_it(tmp_path, capsys):
+    (tmp_path / "journal.jsonl").write_bytes(b'{"type": "run"}\n\xff\xfe\x00garbage\n')
+    assert main(["run", "--resume", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'journal.jsonl'}: cannot read the journal as UTF-8 text" in err
+
+
+def test_a_bad_plan_fails_before_making_a_run_folder(tmp_path, capsys):
+    out = tmp_path / "runs"
+    assert main(["run", "--suite", "smoke", "--backend", "tensorrt", "--out", str(out)]) == 2
+    assert "unknown backend 'tensorrt'" in capsys.readouterr().err
+    assert not out.exists()

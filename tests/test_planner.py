@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from harness import hookimpl
-from harness.api import ModelSpec
+from harness.api import Dataset, ModelSpec
 from harness.errors import RegistryError, SuiteError
 from harness.planner import plan_cells
 from harness.plugins import get_registry
@@ -78,3 +80,36 @@ def test_each_model_gets_only_the_suite_variants_it_has(register_plugin):
     )
     plans = plan_cells(suite, get_registry())
     assert [p.key.slug() for p in plans] == ["mnist-book_cnn-pool", "mnist-dense_only-dense"]
+
+
+def test_backend_options_for_an_unknown_backend_are_an_error_listing_the_known_ones(tmp_path):
+    path = tmp_path / "typo.toml"
+    path.write_text('name = "typo"\n[backend_options.onnxrutime]\nintra_op_threads = 1\n')
+    with pytest.raises(
+        SuiteError,
+        match=r"typo.toml: backend_options for unknown backend\(s\) onnxrutime; backends: keras",
+    ):
+        plan_cells(load_suite(str(path)), get_registry())
+
+
+class DatasetWithoutGenerator(Dataset):
+    name = "files_only"
+    input_shape = (8, 8, 1)
+    class_names = ("a", "b")
+
+    def load(self, data_dir, split):
+        raise NotImplementedError
+
+
+class FilesOnlyPlugin:
+    @hookimpl
+    def register_datasets(self, register):
+        register(DatasetWithoutGenerator())
+
+
+def test_a_synthetic_suite_naming_a_dataset_without_a_generator_is_an_error(register_plugin):
+    register_plugin(FilesOnlyPlugin(), "files_only")
+    suite = override(load_suite("smoke"), datasets=("mnist", "files_only"))
+    with pytest.raises(SuiteError, match="dataset\\(s\\) files_only cannot generate data"):
+        plan_cells(suite, get_registry())
+    plan_cells(replace(suite, synthetic_data=False), get_registry())  # real files: fine

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -59,6 +60,16 @@ def write(tmp_path: Path, text: str) -> str:
         ('name = "x"\n[latency]\nmin_iters = 3\n', "unknown key latency.'min_iters'"),
         ('name = "x"\n[latency]\nmin_seconds = -1\n', "latency.min_seconds must not be negative"),
         ('name = "x"\ndatasets = []\n', "datasets must be a non-empty list of names"),
+        ('name = "x"\nseed = -1\n', "seed must be between 0 and 4294967295, got -1"),
+        ('name = "x"\nseed = 4294967296\n', "seed must be between 0 and 4294967295"),
+        ('name = "x"\ntest_subset = -5\n', "test_subset must be 0 (all) or a number of images"),
+        ('name = "x"\nworker_timeout_s = 0\n', "worker_timeout_s must be positive, got 0"),
+        ('name = "x"\n[training.steps]\nmnist = 0\n', "training.steps.mnist must be at least 1"),
+        ('name = "x"\n[training]\nsteps = -3\n', "training.steps.default must be at least 1"),
+        (
+            'name = "x"\n[backend_options]\nonnxruntime = 3\n',
+            "'backend_options.onnxruntime' must be dict",
+        ),
         ("description = 'no name'\n", "key 'name' is required"),
         ('name = "x"\n[training\n', "not valid TOML"),
     ],
@@ -84,3 +95,28 @@ def test_cli_overrides_replace_single_fields_and_leave_the_rest():
     assert changed.training.learning_rate == suite.training.learning_rate
     assert changed.seed == suite.seed
     assert changed.datasets == suite.datasets
+
+
+@pytest.mark.parametrize("name", BUILTIN_SUITES)
+def test_an_override_keeps_every_other_field_of_a_builtin_suite(name):
+    suite = load_suite(name)
+    changed = override(suite, seed=suite.seed + 1)
+    assert changed.seed == suite.seed + 1
+    assert replace(changed, seed=suite.seed, source=suite.source) == suite
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        ({"seed": -1}, "seed must be between 0 and 4294967295, got -1"),
+        ({"test_subset": -5}, "test_subset must be 0 (all) or a number of images, got -5"),
+        ({"worker_timeout_s": 0.0}, "worker_timeout_s must be positive"),
+        ({"batch_sizes": (0,)}, "batch_sizes must be positive integers, got [0]"),
+        ({"steps": 0}, "training.steps.default must be at least 1, got 0"),
+    ],
+)
+def test_cli_overrides_are_checked_like_a_suite_file(changes, expected):
+    with pytest.raises(SuiteError) as info:
+        override(load_suite("quick"), **changes)
+    assert str(info.value).startswith("built-in suite 'quick' with the command line's changes: ")
+    assert expected in str(info.value)

@@ -12,15 +12,17 @@ from pathlib import Path
 
 from harness.errors import EXIT_OK, EXIT_REGRESSION, HarnessError
 
+DEFAULT_SUITE = "quick"
+DEFAULT_OUT = "reports/runs"
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--suite", default="quick", help="built-in suite (smoke, quick, book) or a .toml path"
+        "--suite",
+        help=f"built-in suite (smoke, quick, book) or a .toml path (default: {DEFAULT_SUITE})",
     )
     parser.add_argument("--data-dir", help="dataset folder (default: $HARNESS_DATA_DIR, or cache)")
-    parser.add_argument(
-        "--out", default="reports/runs", help="folder for run folders (default: reports/runs)"
-    )
+    parser.add_argument("--out", help=f"folder for run folders (default: {DEFAULT_OUT})")
     parser.add_argument("--resume", metavar="RUN_DIR", help="finish an interrupted run")
     for flag, help_text in (
         ("--dataset", "dataset to run (repeatable; overrides the suite)"),
@@ -38,6 +40,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
+PLAN_FLAGS = {
+    "suite": "--suite",
+    "out": "--out",
+    "dataset": "--dataset",
+    "model": "--model",
+    "variant": "--variant",
+    "backend": "--backend",
+    "device": "--device",
+    "batch_size": "--batch-size",
+    "steps": "--steps",
+    "seed": "--seed",
+    "test_subset": "--test-subset",
+    "timeout": "--timeout",
+}
+"""Flags that shape a new run; a resumed run keeps the plan it started with."""
+
+
 TENSORFLOW_LOG_LEVEL = "2"
 """TensorFlow's C++ info and warning lines (one per graph optimisation of each ONNX export, no
 CUDA driver on a CPU machine) would bury the run's own; errors still show. A user's own
@@ -48,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
     from harness.environment import capture_environment
     from harness.paths import model_cache_dir, resolve_data_dir
     from harness.peak import measure_gemm_peak
+    from harness.planner import plan_cells
     from harness.plugins import get_host
     from harness.report import write_run_reports
     from harness.runner import Runner, new_run_dir, suite_of_run
@@ -59,13 +79,18 @@ def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", TENSORFLOW_LOG_LEVEL)  # workers inherit it
 
     if args.resume:
+        given = [flag for name, flag in PLAN_FLAGS.items() if getattr(args, name) is not None]
+        if given:
+            raise HarnessError(
+                f"--resume finishes a run with the plan it started with; drop {', '.join(given)}"
+            )
         run_dir = Path(args.resume)
         if not (run_dir / "journal.jsonl").is_file():
             raise HarnessError(f"{run_dir}: not a run folder (no journal.jsonl) to resume")
         suite = suite_of_run(run_dir)
     else:
         suite = override(
-            load_suite(args.suite),
+            load_suite(args.suite or DEFAULT_SUITE),
             datasets=as_tuple(args.dataset),
             models=as_tuple(args.model),
             variants=as_tuple(args.variant),
@@ -77,7 +102,8 @@ def run(args: argparse.Namespace) -> int:
             test_subset=args.test_subset,
             worker_timeout_s=args.timeout,
         )
-        run_dir = new_run_dir(Path(args.out), suite)
+        plan_cells(suite, get_host().registry())  # a bad plan fails before a run folder exists
+        run_dir = new_run_dir(Path(args.out or DEFAULT_OUT), suite)
     host = get_host()
     runner = Runner(
         suite,
