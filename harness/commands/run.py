@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
         return tuple(values) if values else None
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", TENSORFLOW_LOG_LEVEL)  # workers inherit it
-
+    host = get_host()
     if args.resume:
         given = [flag for name, flag in PLAN_FLAGS.items() if getattr(args, name) is not None]
         if given:
@@ -102,9 +102,8 @@ def run(args: argparse.Namespace) -> int:
             test_subset=args.test_subset,
             worker_timeout_s=args.timeout,
         )
-        plan_cells(suite, get_host().registry())  # a bad plan fails before a run folder exists
+        plan_cells(suite, host.registry())  # a bad plan fails before a run folder exists
         run_dir = new_run_dir(Path(args.out or DEFAULT_OUT), suite)
-    host = get_host()
     runner = Runner(
         suite,
         host.registry(),
