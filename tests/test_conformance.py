@@ -302,6 +302,7 @@ def test_a_well_formed_model_passes() -> None:
     ],
     ids=["wrong-output-shape", "float-input", "frozen"],
 )
+@pytest.mark.filterwarnings("ignore:The model does not have any trainable weights")  # frozen
 def test_a_broken_model_fails_with_what_is_wrong(spec: ModelSpec, message: str) -> None:
     with pytest.raises(ConformanceError) as failure:
         testing.check_model(spec, (6, 5, 2), num_classes=3)
