@@ -23,7 +23,7 @@ from harness.errors import HarnessError
 from harness.journal import JOURNAL_NAME, Journal
 from harness.planner import CellKey, ModelKey, ModelPlan, plan_cells
 from harness.registry import Registry
-from harness.suite import Suite, parse_suite
+from harness.suite import Suite, suite_from_dict
 
 FAILED_STATUSES = frozenset({"failed", "timeout", "crashed"})
 SYNTHETIC_SIZES = {"train": 600, "test": 200}
@@ -60,9 +60,7 @@ def suite_of_run(run_dir: Path) -> Suite:
         raise HarnessError(
             f"{run_dir / JOURNAL_NAME}: does not start with a 'run' record holding the suite"
         )
-    data = dict(records[0]["suite"])
-    data.pop("source", None)
-    return parse_suite(data, source=f"{run_dir / JOURNAL_NAME} (resumed)")
+    return suite_from_dict(records[0]["suite"], source=f"{run_dir / JOURNAL_NAME} (resumed)")
 
 
 class Runner:

@@ -219,6 +219,12 @@ def override(suite: Suite, **changes: Any) -> Suite:
     training_steps = given.pop("steps", None)
     if training_steps is not None:
         given["training"] = replace(suite.training, steps={"default": training_steps})
-    data = replace(suite, **given).to_dict()
-    data.pop("source")
-    return parse_suite(data, f"{suite.source} with the command line's changes")
+    return suite_from_dict(
+        replace(suite, **given).to_dict(), f"{suite.source} with the command line's changes"
+    )
+
+
+def suite_from_dict(data: dict[str, Any], source: str) -> Suite:
+    """A suite back from its ``Suite.to_dict()`` form (a journal's, an override's), checked
+    as a suite file is; ``source`` replaces the recorded one in error messages."""
+    return parse_suite({key: value for key, value in data.items() if key != "source"}, source)
