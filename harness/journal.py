@@ -29,17 +29,56 @@ JOURNAL_NAME = "journal.jsonl"
 
 
 class Journal:
-    """Append-only JSON Lines file; each record is flushed and synced before ``append`` returns."""
+    """Append-only JSON Lines file; each record is flushed and synced before ``append`` returns.
+
+    A run killed mid-write leaves a torn last line. Appending after it would merge the next
+    record into it and make the whole journal unreadable, so the first ``append`` repairs the
+    file first (``repair``); reading only skips the torn tail and leaves the file as it is.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._repaired = False
 
     def append(self, record: dict[str, Any]) -> None:
+        if not self._repaired:
+            self.repair()
         line = json.dumps(record, separators=(",", ":"), allow_nan=True) + "\n"
         with self.path.open("a", encoding="utf-8") as f:
             f.write(line)
             f.flush()
             os.fsync(f.fileno())
+
+    def repair(self) -> int:
+        """Make the file end on a whole record: a last line that lacks only its newline is
+        finished, a torn one is dropped with a warning naming the byte count. Returns the bytes
+        dropped; every whole record is kept."""
+        self._repaired = True
+        try:
+            data = self.path.read_bytes()
+        except FileNotFoundError:
+            return 0
+        except OSError as exc:
+            raise DataError(f"{self.path}: cannot read the journal to repair it: {exc}") from None
+        _, tail = _split_tail(data)
+        if not tail:
+            return 0
+        with self.path.open("r+b") as f:
+            if _parse(tail) is not None:
+                f.seek(len(data))
+                f.write(b"\n")
+                dropped = 0
+            else:
+                f.truncate(len(data) - len(tail))
+                dropped = len(tail)
+                warnings.warn(
+                    f"{self.path}: dropped a torn last line ({dropped} bytes) left by a run "
+                    "killed mid-write; every whole record before it is kept",
+                    stacklevel=2,
+                )
+            f.flush()
+            os.fsync(f.fileno())
+        return dropped
 
     def records(self) -> list[dict[str, Any]]:
         """All complete records; a torn last line (the run was killed mid-write) is skipped."""
@@ -49,17 +88,39 @@ class Journal:
         if not self.path.is_file():
             raise DataError(f"{self.path}: no journal here; is this a run folder?")
         try:
-            lines = self.path.read_text(encoding="utf-8").splitlines(keepends=True)
-        except (OSError, UnicodeDecodeError) as exc:
-            raise DataError(f"{self.path}: cannot read the journal as UTF-8 text: {exc}") from None
+            data = self.path.read_bytes()
+        except OSError as exc:
+            raise DataError(f"{self.path}: cannot read the journal: {exc}") from None
+        whole, tail = _split_tail(data)
+        lines = whole.splitlines()
         for number, line in enumerate(lines, start=1):
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                if number == len(lines) and not line.endswith("\n"):
-                    warnings.warn(f"{self.path}: skipped a torn last line", stacklevel=3)
-                    return
-                raise DataError(f"{self.path}:{number}: not a JSON record: {exc}") from None
-            if not isinstance(record, dict) or "type" not in record:
-                raise DataError(f"{self.path}:{number}: a record must be an object with 'type'")
+            record = _parse(line)
+            if record is None:
+                raise DataError(
+                    f"{self.path}:{number}: not a JSON record (an object with 'type' on one "
+                    "UTF-8 line)"
+                )
             yield record
+        if tail:
+            record = _parse(tail)
+            if record is None:
+                warnings.warn(
+                    f"{self.path}: skipped a torn last line ({len(tail)} bytes)", stacklevel=3
+                )
+                return
+            yield record
+
+
+def _split_tail(data: bytes) -> tuple[bytes, bytes]:
+    """``data`` as its whole lines and the last line's bytes when it lacks its newline."""
+    cut = data.rfind(b"\n") + 1
+    return data[:cut], data[cut:]
+
+
+def _parse(line: bytes) -> dict[str, Any] | None:
+    """The record on one line, or None if the line is not a JSON object with a ``type``."""
+    try:
+        record = json.loads(line.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return record if isinstance(record, dict) and "type" in record else None

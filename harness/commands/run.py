@@ -65,6 +65,7 @@ CUDA driver on a CPU machine) would bury the run's own; errors still show. A use
 
 def run(args: argparse.Namespace) -> int:
     from harness.environment import capture_environment
+    from harness.journal import JOURNAL_NAME, Journal
     from harness.paths import model_cache_dir, resolve_data_dir
     from harness.peak import measure_gemm_peak
     from harness.planner import plan_cells
@@ -85,8 +86,9 @@ def run(args: argparse.Namespace) -> int:
                 f"--resume finishes a run with the plan it started with; drop {', '.join(given)}"
             )
         run_dir = Path(args.resume)
-        if not (run_dir / "journal.jsonl").is_file():
-            raise HarnessError(f"{run_dir}: not a run folder (no journal.jsonl) to resume")
+        if not (run_dir / JOURNAL_NAME).is_file():
+            raise HarnessError(f"{run_dir}: not a run folder (no {JOURNAL_NAME}) to resume")
+        Journal(run_dir / JOURNAL_NAME).repair()  # a run killed mid-write left a torn line
         suite = suite_of_run(run_dir)
     else:
         suite = override(
