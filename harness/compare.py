@@ -7,8 +7,10 @@ integer nanoseconds, so ties happen); it is conservative for tiny samples: with 
 the smallest possible p is 0.012, so 5 samples never prove a change at alpha 0.01.
 
 Rows are matched on their identity (dataset, model, variant, backend, device, batch size).
-Environments must match (CPU model, thread settings, library major versions) unless allowed:
-comparing latencies across machines says nothing about the code.
+Environments must match (CPU model, vendor/family/model, thread settings, library major versions)
+unless allowed: comparing latencies across machines says nothing about the code. CPUs with
+different instruction sets are never compared, not even when allowed: the runtimes pick other
+kernels (AVX2 or AVX-512 VNNI, say), so only ``--metrics deterministic`` reads such runs.
 """
 
 from __future__ import annotations
@@ -89,9 +91,18 @@ def _major(version: Any) -> str | None:
     return None if version is None else str(version).split(".")[0]
 
 
+ISA_FIELD = "cpu.isa"
+_CPU_FIELDS = ("vendor", "family", "model", "isa")
+"""Fields of the CPU fingerprint that must match; None where a run did not record them (runs
+from before the fingerprint have no ``cpu`` at all)."""
+
+
 def _comparable_environment(environment: dict[str, Any]) -> dict[str, Any]:
     """The fields that must match for latencies to be comparable."""
     fields: dict[str, Any] = {"cpu_model": environment.get("cpu_model")}
+    cpu = environment.get("cpu") or {}
+    for name in _CPU_FIELDS:
+        fields[f"cpu.{name}"] = cpu.get(name)
     for name, value in sorted((environment.get("threads") or {}).items()):
         fields[f"threads.{name}"] = value
     for name, version in sorted((environment.get("libraries") or {}).items()):
@@ -99,21 +110,67 @@ def _comparable_environment(environment: dict[str, Any]) -> dict[str, Any]:
     return fields
 
 
-def environment_differences(
-    base: RunTables, new: RunTables, pairs: set[tuple[str, str]]
+def check_environments(
+    base: RunTables, new: RunTables, pairs: set[tuple[str, str]], options: CompareOptions
 ) -> list[str]:
-    """One line per differing field, for each pair of runs whose rows were matched."""
+    """One line per differing or unrecorded field, for each pair of runs whose rows were
+    matched; raises EnvironmentMismatch for a difference the options do not allow.
+
+    An unrecorded CPU field is unknown, not different: runs from before the fingerprint still
+    compare, with a line saying what could not be checked.
+    """
     base_envs = {run["run_id"]: run.get("environment") or {} for run in base.runs}
     new_envs = {run["run_id"]: run.get("environment") or {} for run in new.runs}
-    lines = []
+    lines: list[str] = []
+    isa_differs = other_differs = False
     for base_run, new_run in sorted(pairs):
         left = _comparable_environment(base_envs.get(base_run, {}))
         right = _comparable_environment(new_envs.get(new_run, {}))
+        where = f" (runs {base_run} and {new_run})" if len(pairs) > 1 else ""
         for name in sorted(set(left) | set(right)):
-            if left.get(name) != right.get(name):
-                where = f" (runs {base_run} and {new_run})" if len(pairs) > 1 else ""
-                lines.append(f"{name}: {left.get(name)!r} vs {right.get(name)!r}{where}")
+            left_value, right_value = left.get(name), right.get(name)
+            if name.startswith("cpu.") and (left_value is None or right_value is None):
+                lines.append(f"{name}: {_not_recorded(left_value, right_value)}{where}")
+            elif left_value != right_value:
+                extra = _isa_change(left_value, right_value) if name == ISA_FIELD else ""
+                lines.append(f"{name}: {left_value!r} vs {right_value!r}{extra}{where}")
+                isa_differs |= name == ISA_FIELD
+                other_differs |= name != ISA_FIELD
+    if options.metrics == "deterministic":
+        return lines
+    if isa_differs:
+        raise EnvironmentMismatch(
+            "the runs come from CPUs with different instruction sets, so the runtimes ran other "
+            "kernels and their latencies are not comparable:\n  "
+            + "\n  ".join(lines)
+            + f"\n--allow-env-mismatch does not cover {ISA_FIELD}: compare with --metrics "
+            "deterministic, or measure both sides on one machine."
+        )
+    if other_differs and not options.allow_env_mismatch:
+        raise EnvironmentMismatch(
+            "the runs come from different environments, so their latencies are not comparable:\n  "
+            + "\n  ".join(lines)
+            + "\nPass --allow-env-mismatch to compare anyway, or --metrics deterministic."
+        )
     return lines
+
+
+def _not_recorded(left: Any, right: Any) -> str:
+    if left is None and right is None:
+        return "not recorded"
+    if left is None:
+        return f"not recorded in BASE, {right!r} in NEW"
+    return f"{left!r} in BASE, not recorded in NEW"
+
+
+def _isa_change(left: list[str], right: list[str]) -> str:
+    """What each side has that the other lacks: the lists are long, the difference is short."""
+    parts = [
+        f"only in {side}: {', '.join(sorted(set(mine) - set(theirs)))}"
+        for side, mine, theirs in (("BASE", left, right), ("NEW", right, left))
+        if set(mine) - set(theirs)
+    ]
+    return f" ({'; '.join(parts)})" if parts else ""
 
 
 def _identity(row: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -265,14 +322,8 @@ def compare_runs(base: RunTables, new: RunTables, options: CompareOptions) -> Co
     base_rows, new_rows = _index(base, "BASE"), _index(new, "NEW")
     matched = [key for key in base_rows if key in new_rows]
     pairs = {(base_rows[k]["run_id"], new_rows[k]["run_id"]) for k in matched}
-    differences = environment_differences(base, new, pairs)
+    differences = check_environments(base, new, pairs, options)
     deterministic_only = options.metrics == "deterministic"
-    if differences and not (options.allow_env_mismatch or deterministic_only):
-        raise EnvironmentMismatch(
-            "the runs come from different environments, so their latencies are not comparable:\n  "
-            + "\n  ".join(differences)
-            + "\nPass --allow-env-mismatch to compare anyway, or --metrics deterministic."
-        )
     findings: list[Finding] = []
     pending = []
     unjudged_latency = []

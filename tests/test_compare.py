@@ -134,6 +134,54 @@ def test_deterministic_metrics_ignore_latency_and_environment(tmp_path, capsys):
     assert "Environment differences (allowed)" in out
 
 
+AVX2 = ["avx", "avx2", "f16c", "fma", "sse4_2"]
+AVX512_VNNI = [*AVX2, "avx512_vnni", "avx512f"]
+
+
+def fingerprinted(isa: list[str], family: int = 25) -> dict:
+    """A run's environment on an "AMD EPYC" whose fingerprint has these ISA features."""
+    cpu = {"vendor": "AuthenticAMD", "family": family, "model": 17, "stepping": 1, "isa": isa}
+    return {**environment(cpu_model="AMD EPYC"), "cpu": cpu}
+
+
+def test_cpus_with_other_instruction_sets_are_refused_even_when_allowed(tmp_path, capsys):
+    base = one_cell_run(tmp_path / "base", 1.0, 50, seed=1, env=fingerprinted(AVX2))
+    new = one_cell_run(tmp_path / "new", 1.0, 50, seed=1, env=fingerprinted(AVX512_VNNI))
+    for allow in ((), ("--allow-env-mismatch",)):
+        code, _, err = compare(capsys, base, new, *allow)
+        assert code == 2
+        assert f"cpu.isa: {AVX2!r} vs {AVX512_VNNI!r} (only in NEW: avx512_vnni, avx512f)" in err
+        assert "--allow-env-mismatch does not cover cpu.isa" in err
+    code, out, _ = compare(capsys, base, new, "--metrics", "deterministic")
+    assert code == 0
+    assert "cpu.isa" in out
+
+
+def test_another_cpu_family_with_the_same_isa_is_an_ordinary_difference(tmp_path, capsys):
+    base = one_cell_run(tmp_path / "base", 1.0, 50, seed=1, env=fingerprinted(AVX2, family=23))
+    new = one_cell_run(tmp_path / "new", 1.0, 50, seed=1, env=fingerprinted(AVX2))
+    code, _, err = compare(capsys, base, new)
+    assert code == 2
+    assert "cpu.family: 23 vs 25" in err and "cpu.isa" not in err
+    assert compare(capsys, base, new, "--allow-env-mismatch")[0] == 0
+    same = one_cell_run(tmp_path / "same", 1.0, 50, seed=1, env=fingerprinted(AVX2, family=23))
+    code, out, _ = compare(capsys, base, same)
+    assert code == 0 and "cpu." not in out
+
+
+def test_runs_from_before_the_fingerprint_still_compare(tmp_path, capsys):
+    base = one_cell_run(tmp_path / "base", 1.0, 50, seed=1)  # no "cpu" in the environment
+    old = one_cell_run(tmp_path / "old", 1.0, 50, seed=1)
+    code, out, _ = compare(capsys, base, old)
+    assert code == 0
+    assert "cpu.isa: not recorded" in out
+    old_epyc = one_cell_run(tmp_path / "epyc", 1.0, 50, seed=1, env=environment("AMD EPYC"))
+    new = one_cell_run(tmp_path / "new", 1.0, 50, seed=1, env=fingerprinted(AVX512_VNNI))
+    code, out, _ = compare(capsys, old_epyc, new)
+    assert code == 0
+    assert f"cpu.isa: not recorded in BASE, {AVX512_VNNI!r} in NEW" in out
+
+
 def test_a_parameter_count_change_fails_even_across_machines(tmp_path, capsys):
     base = one_cell_run(tmp_path / "base", 1.0, 50, seed=1)
     records = [run_record("new"), model_record(variant="pool"), cell_record(samples=50)]
