@@ -64,11 +64,9 @@ class Journal:
         if not tail:
             return 0
         with self.path.open("r+b") as f:
-            if _parse(tail) is not None:
-                f.seek(len(data))
-                f.write(b"\n")
-                dropped = 0
-            else:
+            try:
+                _parse(tail)
+            except ValueError:
                 f.truncate(len(data) - len(tail))
                 dropped = len(tail)
                 warnings.warn(
@@ -76,6 +74,10 @@ class Journal:
                     "killed mid-write; every whole record before it is kept",
                     stacklevel=2,
                 )
+            else:
+                f.seek(len(data))
+                f.write(b"\n")
+                dropped = 0
             f.flush()
             os.fsync(f.fileno())
         return dropped
@@ -94,16 +96,14 @@ class Journal:
         whole, tail = _split_tail(data)
         lines = whole.splitlines()
         for number, line in enumerate(lines, start=1):
-            record = _parse(line)
-            if record is None:
-                raise DataError(
-                    f"{self.path}:{number}: not a JSON record (an object with 'type' on one "
-                    "UTF-8 line)"
-                )
-            yield record
+            try:
+                yield _parse(line)
+            except ValueError as exc:
+                raise DataError(f"{self.path}:{number}: {exc}") from None
         if tail:
-            record = _parse(tail)
-            if record is None:
+            try:
+                record = _parse(tail)
+            except ValueError:
                 warnings.warn(
                     f"{self.path}: skipped a torn last line ({len(tail)} bytes)", stacklevel=3
                 )
@@ -117,10 +117,16 @@ def _split_tail(data: bytes) -> tuple[bytes, bytes]:
     return data[:cut], data[cut:]
 
 
-def _parse(line: bytes) -> dict[str, Any] | None:
-    """The record on one line, or None if the line is not a JSON object with a ``type``."""
+def _parse(line: bytes) -> dict[str, Any]:
+    """The record on one line; ValueError saying what is wrong if it is not one."""
     try:
-        record = json.loads(line.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        return None
-    return record if isinstance(record, dict) and "type" in record else None
+        text = line.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"not UTF-8 text: {exc}") from None
+    try:
+        record = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"not a JSON record: {exc}") from None
+    if not isinstance(record, dict) or "type" not in record:
+        raise ValueError("a record must be an object with 'type'")
+    return record

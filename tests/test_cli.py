@@ -60,7 +60,7 @@ def test_resume_of_a_journal_that_is_not_text_is_exit_2_naming_it(tmp_path, caps
     (tmp_path / "journal.jsonl").write_bytes(b'{"type": "run"}\n\xff\xfe\x00garbage\n')
     assert main(["run", "--resume", str(tmp_path)]) == 2
     err = capsys.readouterr().err
-    assert f"{tmp_path / 'journal.jsonl'}: cannot read the journal as UTF-8 text" in err
+    assert f"{tmp_path / 'journal.jsonl'}:2: not UTF-8 text" in err
 
 
 def test_a_bad_plan_fails_before_making_a_run_folder(tmp_path, capsys):
