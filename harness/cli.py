@@ -1,17 +1,23 @@
 """The ``harness`` command line: one subcommand per module, each with ``add_arguments`` and ``run``.
 
-Exit codes: 0 ok; 1 a regression (compare) or a failed cell (run); 2 bad usage or input.
+Exit codes: 0 ok; 1 a regression (compare) or a failed cell (run); 2 bad usage or input;
+130 Ctrl-C; 143 SIGTERM.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
 from collections.abc import Sequence
+from types import FrameType
 
 from harness import __version__
 from harness.errors import EXIT_USAGE, HarnessError
+
+EXIT_INTERRUPTED = 128 + signal.SIGINT
+EXIT_TERMINATED = 128 + signal.SIGTERM
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "list": ("harness.commands.list_plugins", "show datasets, models, backends and broken plugins"),
@@ -39,14 +45,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a CI cancel, ``timeout``), raised where Ctrl-C would be, so that it unwinds the
+    same way: the running worker's process group is killed and the journal keeps what finished."""
+
+
+def _raise_terminated(signum: int, frame: FrameType | None) -> None:
+    raise Terminated
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         return int(args.handler(args))
     except HarnessError as exc:
         print(f"harness {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except Terminated:
+        print(f"harness {args.command}: stopped by SIGTERM", file=sys.stderr)
+        return EXIT_TERMINATED
     except KeyboardInterrupt:
         print(f"harness {args.command}: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -8,18 +8,24 @@ parent turns every outcome into a journal ``cell`` record with a status:
   worker died (signal or exit code, with the tail of its stderr); ``unavailable``: the backend
   raised :class:`harness.errors.DeviceUnavailable` (the reason is the error).
 
+A worker never outlives its runner: it asks Linux for SIGKILL when the runner dies (a watchdog
+thread elsewhere), and the runner kills the worker's process group when the worker exits, times
+out or the runner is stopped, so a process a plugin started goes too.
+
 Child entry point: ``python -m harness.worker SPEC.json RESULT.json``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import faulthandler
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import traceback
 from dataclasses import asdict, dataclass, field
@@ -38,6 +44,11 @@ PARITY_MAX_ABS_DIFF = 1e-3
 EVAL_CHUNK = 256
 """Images per call when scoring the whole evaluation set."""
 STDERR_TAIL_CHARS = 4000
+RUNNER_PID_VARIABLE = "HARNESS_RUNNER_PID"
+"""Set by the runner for its workers: the pid a worker checks its parent against at start."""
+WATCHDOG_INTERVAL_S = 0.5
+PR_SET_PDEATHSIG = 1
+"""From <linux/prctl.h>."""
 
 
 @dataclass(frozen=True)
@@ -270,10 +281,11 @@ def run_cell_subprocess(spec: CellSpec, timeout_s: float, work_dir: Path) -> dic
     spec_path.write_text(json.dumps(spec.to_json(), indent=1))
     result_path.unlink(missing_ok=True)
     command = [sys.executable, "-m", "harness.worker", str(spec_path), str(result_path)]
+    env = os.environ | {RUNNER_PID_VARIABLE: str(os.getpid())}
     started = time.perf_counter()
     with log_path.open("wb") as log:
-        # A session of its own, so a timeout kills the worker and anything it started.
-        child = subprocess.Popen(command, stdout=log, stderr=log, start_new_session=True)
+        # A session of its own, so killing its group takes anything it started, too.
+        child = subprocess.Popen(command, stdout=log, stderr=log, env=env, start_new_session=True)
         try:
             returncode = child.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
@@ -283,9 +295,10 @@ def run_cell_subprocess(spec: CellSpec, timeout_s: float, work_dir: Path) -> dic
             )
             record["worker_seconds"] = time.perf_counter() - started
             return record
-        except BaseException:  # e.g. Ctrl-C in the parent: take the worker down with us
+        except BaseException:  # Ctrl-C or SIGTERM in the parent: take the worker down with us
             _kill_group(child)
             raise
+        _kill_group(child)  # what a plugin started and left running
     if returncode == 0 and result_path.is_file():
         return json.loads(result_path.read_text())
     if returncode < 0:
@@ -301,9 +314,42 @@ def run_cell_subprocess(spec: CellSpec, timeout_s: float, work_dir: Path) -> dic
 
 
 def _kill_group(child: subprocess.Popen[bytes]) -> None:
-    with contextlib.suppress(ProcessLookupError):  # it may have exited just now
+    with contextlib.suppress(ProcessLookupError):  # the group may be empty by now
         os.killpg(child.pid, signal.SIGKILL)
     child.wait()
+
+
+def die_with_parent() -> None:
+    """Make this worker die when its runner dies, whatever killed the runner (even SIGKILL).
+
+    On Linux the kernel sends SIGKILL (``PR_SET_PDEATHSIG``); elsewhere a watchdog thread
+    kills the worker's process group once the parent changes. A runner that died before this
+    call is caught by comparing the parent with the pid the runner passed down.
+    """
+    expected = int(os.environ.get(RUNNER_PID_VARIABLE) or os.getppid())
+    if not _set_parent_death_signal():
+        threading.Thread(target=_watch_parent, args=(expected,), daemon=True).start()
+    if os.getppid() != expected:
+        print(f"worker: runner pid {expected} is gone; exiting", file=sys.stderr)
+        os._exit(1)
+
+
+def _set_parent_death_signal() -> bool:
+    """Ask Linux to SIGKILL this process when its parent dies; False where that is not possible.
+
+    The signal comes when the thread that started the worker exits, so the runner starts
+    workers from its main thread.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    libc = ctypes.CDLL(None, use_errno=True)
+    return libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0
+
+
+def _watch_parent(expected: int) -> None:
+    while os.getppid() == expected:
+        time.sleep(WATCHDOG_INTERVAL_S)
+    os.killpg(os.getpgrp(), signal.SIGKILL)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -311,6 +357,7 @@ def main(argv: list[str] | None = None) -> int:
     if len(args) != 2:
         print("usage: python -m harness.worker SPEC.json RESULT.json", file=sys.stderr)
         return 2
+    die_with_parent()
     spec_path, result_path = Path(args[0]), Path(args[1])
     faulthandler.enable()  # a fatal signal leaves a Python traceback in the log
     record = run_cell(CellSpec.from_json(json.loads(spec_path.read_text())))

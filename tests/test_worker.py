@@ -7,8 +7,13 @@ its entry points exactly as it discovers real plugins.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import signal
+import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,12 +24,20 @@ import pytest
 from harness.api import TrainedModel
 from harness.latency import LatencyStats
 from harness.suite import LatencyConfig
-from harness.worker import CellSpec, gpu_memory_bytes, run_cell, run_cell_subprocess
+from harness.worker import (
+    RUNNER_PID_VARIABLE,
+    CellSpec,
+    gpu_memory_bytes,
+    run_cell,
+    run_cell_subprocess,
+)
 
 TEST_BACKENDS = '''
 import os
+import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -69,6 +82,17 @@ class SleepingBackend(Backend):
         time.sleep(600)
 
 
+class ForkingBackend(Backend):
+    """Starts a process it never stops, and says its pid in the file ``options["pid_file"]``."""
+
+    name = "forking"
+
+    def prepare(self, model, device, options):
+        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+        Path(options["pid_file"]).write_text(str(child.pid))
+        return PixelPredictor()
+
+
 class RaisingBackend(Backend):
     name = "raising"
 
@@ -85,7 +109,14 @@ class NoDeviceBackend(Backend):
 
 @hookimpl
 def register_backends(register):
-    backends = (PixelBackend, AbortingBackend, SleepingBackend, RaisingBackend, NoDeviceBackend)
+    backends = (
+        PixelBackend,
+        AbortingBackend,
+        SleepingBackend,
+        ForkingBackend,
+        RaisingBackend,
+        NoDeviceBackend,
+    )
     for backend in backends:
         register(backend())
 '''
@@ -313,3 +344,138 @@ def test_a_gpu_cell_records_the_gpu_memory_its_own_process_holds(eval_data, monk
 def test_gpu_memory_is_unknown_never_zero_when_nvml_cannot_say(nvml, monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "pynvml", nvml)  # None makes the import fail
     assert gpu_memory_bytes() is None
+
+
+RUNNER_LIKE = """
+import json
+import sys
+from pathlib import Path
+
+from harness.worker import CellSpec, run_cell_subprocess
+
+spec = CellSpec.from_json(json.loads(Path(sys.argv[1]).read_text()))
+run_cell_subprocess(spec, 600.0, Path(sys.argv[2]))
+"""
+
+CLI_LIKE = """
+import sys
+import types
+
+from harness import cli
+
+command = types.ModuleType("hang")
+command.add_arguments = lambda parser: parser.add_argument("argv", nargs="*")
+command.run = lambda args: exec(RUNNER_LIKE, {"__name__": "runner", "sys": sys})
+sys.modules["hang"] = command
+cli.COMMANDS["hang"] = ("hang", "measure a cell whose worker hangs")
+sys.exit(cli.main(["hang", *sys.argv[1:]]))
+"""
+"""A ``harness`` command line with one more command: ``RUNNER_LIKE`` (prepended to it)."""
+
+
+def _gone(pid: int) -> bool:
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def _wait_until(condition: Callable[[], bool], seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.1)
+    return condition()
+
+
+def _kill_group_if_alive(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+def _start_with_a_hanging_worker(
+    code: str, eval_path: Path, tmp_path: Path
+) -> tuple[subprocess.Popen[str], int]:
+    """Run ``code`` measuring a cell whose worker hangs; returns the process and the worker's pid
+    once the worker runs."""
+    import psutil
+
+    spec_path = tmp_path / "spec.json"
+    spec_path.write_text(json.dumps(spec_for("sleeping", eval_path).to_json()))
+    argv = [sys.executable, "-c", code, str(spec_path), str(tmp_path / "work")]
+    parent = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True)
+    workers: list[psutil.Process] = []
+
+    def worker_started() -> bool:
+        workers[:] = psutil.Process(parent.pid).children()
+        return bool(workers)
+
+    if not _wait_until(worker_started, 60):
+        parent.kill()
+        pytest.fail(f"no worker started: {parent.communicate()[1]}")
+    time.sleep(2)  # let it get past its start (killed sooner, it must go as well)
+    return parent, workers[0].pid
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("test_backends")
+def test_a_worker_dies_with_a_runner_killed_by_sigkill(eval_data, tmp_path: Path) -> None:
+    runner, worker = _start_with_a_hanging_worker(RUNNER_LIKE, eval_data[0], tmp_path)
+    try:
+        runner.kill()
+        runner.wait()
+        assert _wait_until(lambda: _gone(worker), 15), "the worker outlived its runner"
+    finally:
+        _kill_group_if_alive(worker)
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("test_backends")
+def test_sigterm_stops_a_command_like_ctrl_c_and_kills_its_worker(
+    eval_data, tmp_path: Path
+) -> None:
+    code = f"RUNNER_LIKE = {RUNNER_LIKE!r}\n{CLI_LIKE}"
+    command, worker = _start_with_a_hanging_worker(code, eval_data[0], tmp_path)
+    try:
+        command.send_signal(signal.SIGTERM)
+        _, stderr = command.communicate(timeout=30)
+        assert command.returncode == 128 + signal.SIGTERM
+        assert "harness hang: stopped by SIGTERM" in stderr
+        assert _gone(worker)
+    finally:
+        _kill_group_if_alive(worker)
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("test_backends")
+def test_a_process_a_plugin_left_behind_goes_when_its_worker_exits(
+    eval_data, tmp_path: Path
+) -> None:
+    pid_file = tmp_path / "leftover.pid"
+    spec = spec_for("forking", eval_data[0], backend_options={"pid_file": str(pid_file)})
+    record = run_cell_subprocess(spec, timeout_s=60.0, work_dir=tmp_path / "work")
+    assert record["status"] == "ok", record["error"]
+    leftover = int(pid_file.read_text())
+    try:
+        assert _wait_until(lambda: _gone(leftover), 5), "the plugin's process outlived its worker"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(leftover, signal.SIGKILL)
+
+
+def test_a_worker_whose_runner_died_before_it_started_exits_at_once(tmp_path: Path) -> None:
+    code = "from harness.worker import die_with_parent; die_with_parent(); print('still here')"
+    gone_runner = {RUNNER_PID_VARIABLE: "999999999"}  # not this child's parent
+    child = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=os.environ | gone_runner,
+        timeout=60,
+    )
+    assert child.returncode == 1
+    assert "runner pid 999999999 is gone" in child.stderr
+    assert "still here" not in child.stdout

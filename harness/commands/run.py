@@ -125,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         outcome = runner.run()
     except KeyboardInterrupt:
-        print(f"interrupted; finish it with: harness run --resume {run_dir}", file=sys.stderr)
+        print(f"stopped; finish it with: harness run --resume {run_dir}", file=sys.stderr)
         raise
     for path in write_run_reports(run_dir):
         print(path)
