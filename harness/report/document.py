@@ -1,8 +1,9 @@
 """What the report says, built once and rendered twice (Markdown and HTML).
 
-The content makes the book's point with measured numbers: per dataset, pooling against no pooling
-in parameters, MACs, accuracy and latency; each model's top confusions; what failed and why; and
-the environment the numbers come from.
+The content makes the book's point with measured numbers: first the machine and software the
+numbers come from, then per dataset pooling against no pooling in parameters, MACs, accuracy,
+parity with the reference, latency with its spread and efficiency; each model's top confusions;
+what failed and why. Every flag is explained where it is shown.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import pandas as pd
 from harness.report.confusions import top_confusions
 from harness.report.frames import RunTables, best_peak_gflops, peak_measurements
 from harness.report.plots import MAX_BATCH_SIZES_SHOWN, Plot, spread
+from harness.worker import PARITY_MAX_ABS_DIFF, PARITY_MIN_TOP1_AGREEMENT
 
 
 @dataclass(frozen=True)
@@ -55,15 +57,26 @@ def fmt_int(value: Any) -> str:
     return "-" if _missing(value) else f"{int(value):,}"
 
 
-def fmt_percent(value: Any) -> str:
-    return "-" if _missing(value) else f"{100 * float(value):.2f}%"
+def fmt_percent(value: Any, digits: int = 2) -> str:
+    return "-" if _missing(value) else f"{100 * float(value):.{digits}f}%"
 
 
-def fmt_ms(value: Any) -> str:
+def fmt_share(value: Any) -> str:
+    """A fraction as a percentage with two significant digits (0.0042 -> 0.42%, 0.31 -> 31%)."""
+    if _missing(value):
+        return "-"
+    percent = 100 * float(value)
+    return f"{percent:.2g}%" if percent < 10 else f"{percent:.0f}%"
+
+
+def fmt_number(value: Any) -> str:
+    """Three significant digits, no exponent, no trailing point: 0.0123, 4.50, 100, 12,345."""
     if _missing(value):
         return "-"
     value = float(value)
-    return f"{value:#.3g}" if value < 100 else f"{value:,.0f}"
+    if abs(float(f"{value:.3g}")) >= 100:
+        return f"{value:,.0f}"
+    return f"{value:#.3g}"
 
 
 def fmt_float(value: Any, digits: int = 3) -> str:
@@ -78,6 +91,18 @@ def fmt_gib(value: Any) -> str:
     return "-" if _missing(value) else f"{int(value) / 2**30:.1f} GiB"
 
 
+def fmt_size(value: Any) -> str:
+    """Bytes in the largest binary unit that keeps a whole number: 48 KiB, 2 MiB, 1.5 GiB."""
+    if _missing(value):
+        return "-"
+    size = float(value)
+    for unit in ("B", "KiB", "MiB"):
+        if size < 1024:
+            return f"{size:.3g} {unit}"
+        size /= 1024
+    return f"{size:.3g} GiB"
+
+
 def _first_line(text: Any, limit: int = 160) -> str:
     if _missing(text):
         return "-"
@@ -85,38 +110,76 @@ def _first_line(text: Any, limit: int = 160) -> str:
     return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
-def _runs_section(tables: RunTables) -> list[Block]:
-    blocks: list[Block] = []
-    for run in tables.runs:
-        suite = run.get("suite") or {}
-        env = run.get("environment") or {}
-        libraries = env.get("libraries") or {}
-        threads = {k: v for k, v in (env.get("threads") or {}).items() if v is not None}
-        gpus = [g.get("name") for g in env.get("gpus") or [] if g.get("name")]
-        finished = run.get("finished")
-        wall = run.get("wall_seconds")
-        state = (
-            f"finished {finished}, {wall:.0f} s" if finished and wall is not None else "unfinished"
+def _cpu_line(env: dict[str, Any]) -> str:
+    cpu = env.get("cpu") or {}
+    identity = " ".join(
+        f"{name} {cpu[key]}" if name else str(cpu[key])
+        for name, key in (("", "vendor"), ("family", "family"), ("model", "model"))
+        if cpu.get(key) is not None
+    )
+    if cpu.get("stepping") is not None:
+        identity += f" stepping {cpu['stepping']}"
+    if cpu.get("virtualized"):
+        identity += ", virtual machine" + (
+            f" ({cpu['hypervisor']})" if cpu.get("hypervisor") else ""
         )
-        phases = run.get("phases") or {}
-        items = [
-            f"suite: {suite.get('name', '-')}, started {run.get('started', '-')}, {state}",
-            f"CPU: {env.get('cpu_model', '-')} ({env.get('physical_cores', '-')} cores, "
-            f"{env.get('logical_cores', '-')} threads), RAM {fmt_gib(env.get('ram_bytes'))}",
-            f"GPU: {', '.join(gpus) if gpus else 'none'}",
-            _peak_line(run),
-            f"OS: {env.get('os', '-')}, Python {env.get('python', '-')}",
-            "libraries: " + ", ".join(f"{k} {v}" for k, v in sorted(libraries.items()) if v),
-            "thread settings: "
-            + (", ".join(f"{k}={v}" for k, v in sorted(threads.items())) or "library defaults"),
-            f"harness {run.get('harness_version', '-')} at commit {env.get('git_sha') or '-'}",
-        ]
-        if phases:
-            items.append(
-                "time per phase: "
-                + ", ".join(f"{k} {v:.1f} s" for k, v in phases.items() if v is not None)
-            )
-        blocks += [Heading(3, f"Run {run['run_id']}"), Bullets(tuple(items))]
+    return (
+        f"CPU: {env.get('cpu_model') or '-'}"
+        + (f" ({identity})" if identity else "")
+        + f"; {env.get('physical_cores', '-')} cores, {env.get('logical_cores', '-')} threads; "
+        f"RAM {fmt_gib(env.get('ram_bytes'))}"
+    )
+
+
+def _isa_line(env: dict[str, Any]) -> str:
+    isa = (env.get("cpu") or {}).get("isa")
+    if isa is None:
+        return "ISA features: not recorded"
+    return "ISA features: " + (", ".join(isa) or "none of those the harness looks for")
+
+
+def _machine_items(run: dict[str, Any]) -> list[str]:
+    """Where and with what a run measured: the lines a reader needs before any number."""
+    suite = run.get("suite") or {}
+    env = run.get("environment") or {}
+    libraries = env.get("libraries") or {}
+    threads = {k: v for k, v in (env.get("threads") or {}).items() if v is not None}
+    gpus = [g.get("name") for g in env.get("gpus") or [] if g.get("name")]
+    caches = {k: v for k, v in ((env.get("cpu") or {}).get("caches") or {}).items() if v}
+    finished = run.get("finished")
+    wall = run.get("wall_seconds")
+    state = f"finished {finished}, {wall:.0f} s" if finished and wall is not None else "unfinished"
+    items = [
+        f"suite: {suite.get('name', '-')}, started {run.get('started', '-')}, {state}",
+        _cpu_line(env),
+        _isa_line(env),
+    ]
+    if caches:
+        items.append("caches: " + ", ".join(f"{k} {fmt_size(v)}" for k, v in caches.items()))
+    items += [
+        f"GPU: {', '.join(gpus) if gpus else 'none'}",
+        _peak_line(run),
+        "libraries: " + (", ".join(f"{k} {v}" for k, v in sorted(libraries.items()) if v) or "-"),
+        "thread settings: "
+        + (", ".join(f"{k}={v}" for k, v in sorted(threads.items())) or "library defaults"),
+        f"OS: {env.get('os', '-')}, Python {env.get('python', '-')}",
+        f"harness {run.get('harness_version', '-')} at commit {env.get('git_sha') or '-'}",
+    ]
+    phases = run.get("phases") or {}
+    if phases:
+        items.append(
+            "time per phase: "
+            + ", ".join(f"{k} {v:.1f} s" for k, v in phases.items() if v is not None)
+        )
+    return items
+
+
+def _machine_section(tables: RunTables) -> list[Block]:
+    blocks: list[Block] = [Heading(2, "Where it was measured")]
+    if len(tables.runs) == 1:
+        return [*blocks, Bullets(tuple(_machine_items(tables.runs[0])))]
+    for run in tables.runs:
+        blocks += [Heading(3, f"Run {run['run_id']}"), Bullets(tuple(_machine_items(run)))]
     return blocks
 
 
@@ -171,49 +234,103 @@ def _pool_ratios(rows: pd.DataFrame) -> list[str]:
     return lines
 
 
-def _backends_table(rows: pd.DataFrame, many_runs: bool) -> tuple[Table, bool, str]:
-    """One row per cell; p50 per batch size in columns; throughput at the largest batch; what
-    the worker's process held in memory (and on the GPU, where a cell ran on one).
+_CELL_KEYS = ["model", "variant", "backend", "device", "run_id"]
+PARITY_NOTE = (
+    f"parity: ok when the backend's top-1 class agrees with the Keras reference on at least "
+    f"{PARITY_MIN_TOP1_AGREEMENT:.1%} of the images and no logit differs from it by more than "
+    f"{PARITY_MAX_ABS_DIFF:g}."
+)
+PARITY_FAILED_NOTE = (
+    "FAILED: this backend computes something other than the reference model; its accuracy "
+    "and latency do not describe that model."
+)
+UNSTABLE_NOTE = (
+    "unstable: the latency's coefficient of variation (std / mean) is 10% or more, so the p50 "
+    "can move between runs by more than the differences between rows; CV and p99 show the spread."
+)
 
-    Also returns whether any latency is unstable, and a note when not every batch size fits.
-    """
-    measured = rows[rows["status"] == "ok"]
-    all_sizes = sorted(int(b) for b in measured["batch_size"].dropna().unique())
-    batch_sizes = spread(all_sizes, MAX_BATCH_SIZES_SHOWN)
-    keys = ["model", "variant", "backend", "device", "run_id"]
+
+def _parity_table(measured: pd.DataFrame, many_runs: bool) -> tuple[Table, bool]:
+    """One row per cell: accuracy, agreement with the Keras reference, the memory it held.
+
+    Also returns whether any cell failed parity."""
     headers = ("model", "variant", "backend", "device", "accuracy", "top-1 agreement")
-    headers += ("max |diff|", *(f"p50 ms b={b}" for b in batch_sizes))
-    headers += (f"images/s b={batch_sizes[-1]}",) if batch_sizes else ()
-    headers += ("worker memory",)
+    headers += ("max |diff|", "parity", "worker memory")
     on_gpu = measured["peak_gpu_memory_bytes"].notna().any()
     headers += ("GPU memory",) if on_gpu else ()
     headers += ("run",) if many_runs else ()
     body = []
-    any_unstable = False
-    for key, cell in measured.groupby(keys, sort=True):
-        by_batch = cell.set_index("batch_size")
+    any_failed = False
+    for key, cell in measured.groupby(_CELL_KEYS, sort=True):
         first = cell.iloc[0]
+        failed = not _missing(first.parity_ok) and not bool(first.parity_ok)
+        any_failed |= failed
+        parity = "-" if _missing(first.parity_ok) else ("FAILED" if failed else "ok")
         values = (*key[:4], fmt_percent(first.test_accuracy))
         values += (fmt_percent(first.parity_top1_agreement), fmt_float(first.parity_max_abs_diff))
-        for b in batch_sizes:
-            if b in by_batch.index:
-                flag = by_batch.loc[b, "unstable"]
-                unstable = not _missing(flag) and bool(flag)
-                any_unstable |= unstable
-                values += (fmt_ms(by_batch.loc[b, "p50_ms"]) + ("*" if unstable else ""),)
-            else:
-                values += ("-",)
-        if batch_sizes:
-            last = batch_sizes[-1]
-            throughput = by_batch.loc[last, "throughput_ips"] if last in by_batch.index else None
-            values += (fmt_int(None if _missing(throughput) else round(throughput)),)
-        values += (fmt_gib(first.peak_rss_bytes),)
+        values += (parity, fmt_gib(first.peak_rss_bytes))
         values += (fmt_gib(first.peak_gpu_memory_bytes),) if on_gpu else ()
         body.append(values + ((key[4],) if many_runs else ()))
+    return Table(headers, tuple(body)), any_failed
+
+
+def _latency_table(measured: pd.DataFrame, many_runs: bool) -> tuple[Table, bool, str]:
+    """One row per cell and batch size: latency, its spread, throughput and efficiency.
+
+    Also returns whether any latency is unstable, and a note when not every batch size fits.
+    """
+    all_sizes = sorted(int(b) for b in measured["batch_size"].dropna().unique())
+    batch_sizes = spread(all_sizes, MAX_BATCH_SIZES_SHOWN)
+    headers = ("model", "variant", "backend", "device", "batch", "p50 ms", "p99 ms", "CV")
+    headers += ("images/s", "GFLOP/s", "% of peak", "stability")
+    headers += ("run",) if many_runs else ()
+    rows = measured[measured["batch_size"].isin(batch_sizes)]
+    body = []
+    any_unstable = False
+    for row in rows.sort_values([*_CELL_KEYS, "batch_size"]).itertuples(index=False):
+        unstable = not _missing(row.unstable) and bool(row.unstable)
+        any_unstable |= unstable
+        values = (row.model, row.variant, row.backend, row.device, str(int(row.batch_size)))
+        values += (fmt_number(row.p50_ms), fmt_number(row.p99_ms), fmt_percent(row.cv, 1))
+        throughput = None if _missing(row.throughput_ips) else round(row.throughput_ips)
+        values += (fmt_int(throughput), fmt_number(row.achieved_gflops))
+        values += (fmt_share(row.peak_fraction), "unstable" if unstable else "")
+        body.append(values + ((row.run_id,) if many_runs else ()))
     note = ""
     if len(batch_sizes) < len(all_sizes):
-        note = f"p50 for {len(batch_sizes)} of {len(all_sizes)} batch sizes; summary.csv has all."
+        note = f"{len(batch_sizes)} of {len(all_sizes)} batch sizes shown; summary.csv has all."
     return Table(headers, tuple(body)), any_unstable, note
+
+
+def _efficiency_note(measured: pd.DataFrame) -> str:
+    peaks = sorted({float(p) for p in measured["peak_gflops"].dropna()})
+    if not peaks:
+        peak = "not measured in this run, so no % of peak"
+    elif len(peaks) == 1:
+        peak = f"{peaks[0]:.1f} GFLOP/s"
+    else:
+        peak = "each run's own: " + ", ".join(f"{p:.1f}" for p in peaks) + " GFLOP/s"
+    return (
+        "GFLOP/s: 2 x MACs per image x batch size / p50; % of peak: of the fp32 GEMM peak "
+        f"measured on the machine ({peak})."
+    )
+
+
+def _backend_blocks(rows: pd.DataFrame, many_runs: bool) -> list[Block]:
+    """The accuracy and parity table, then the latency table, each with its flags explained."""
+    measured = rows[rows["status"] == "ok"]
+    if measured.empty:
+        return []
+    parity, any_failed = _parity_table(measured, many_runs)
+    blocks: list[Block] = [Paragraph("Accuracy and parity with the Keras reference:"), parity]
+    blocks.append(Paragraph(PARITY_NOTE + (" " + PARITY_FAILED_NOTE if any_failed else "")))
+    latency, any_unstable, note = _latency_table(measured, many_runs)
+    blocks += [Paragraph("Latency per call, throughput and efficiency:"), latency]
+    notes = [note] if note else []
+    notes.append(_efficiency_note(measured))
+    if any_unstable:
+        notes.append(UNSTABLE_NOTE)
+    return [*blocks, Paragraph(" ".join(notes))]
 
 
 def _confusions(tables: RunTables, dataset: str, many_runs: bool) -> list[str]:
@@ -254,6 +371,7 @@ def report_document(tables: RunTables, plots: list[Plot]) -> list[Block]:
             f"Run{'s' if many_runs else ''} {run_ids}: {len(summary)} rows "
             f"(dataset x model x variant x backend x device x batch size), {ok} measured."
         ),
+        *_machine_section(tables),
     ]
     for dataset in sorted(summary["dataset"].dropna().unique()):
         rows = summary[summary["dataset"] == dataset]
@@ -261,13 +379,7 @@ def report_document(tables: RunTables, plots: list[Plot]) -> list[Block]:
         ratios = _pool_ratios(rows)
         if ratios:
             blocks.append(Bullets(tuple(ratios)))
-        table, any_unstable, note = _backends_table(rows, many_runs)
-        if table.rows:
-            blocks += [Paragraph("Accuracy, parity with Keras and latency per backend:"), table]
-            if note:
-                blocks.append(Paragraph(note))
-            if any_unstable:
-                blocks.append(Paragraph("* unstable: latency CV of 10% or more."))
+        blocks += _backend_blocks(rows, many_runs)
         confusions = _confusions(tables, dataset, many_runs)
         if confusions:
             blocks += [Paragraph("Top confusions (Keras reference):"), Bullets(tuple(confusions))]
@@ -277,5 +389,4 @@ def report_document(tables: RunTables, plots: list[Plot]) -> list[Block]:
     if plots:
         blocks.append(Heading(2, "Plots"))
         blocks += [Figure(plot) for plot in plots]
-    blocks += [Heading(2, "Environment"), *_runs_section(tables)]
     return blocks
