@@ -21,7 +21,7 @@ def register_datasets(register: Callable[[Dataset], None]) -> None:
     Called once per process, when the plugin manager builds the registry (on the first command
     that needs datasets). Call ``register(dataset)`` for each :class:`harness.api.Dataset`
     instance the plugin provides. A name already registered by another plugin is an error that
-    names both plugins. Returns nothing.
+    names both plugins (the harness's own plugins keep theirs). Returns nothing.
     """
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from harness.api import Backend, Dataset, ModelSpec
 from harness.errors import RegistryError
@@ -27,8 +27,13 @@ class Kind(Generic[T]):
     label: str
     base: type
     entries: dict[str, Registered[T]] = field(default_factory=dict)
+    unavailable: dict[str, str] = field(default_factory=dict)
+    """Names a broken plugin registered, and why they are not here."""
+    hints: list[str] = field(default_factory=list)
+    """Why an unknown name may be missing (broken or disabled plugins), for its error."""
 
-    def add(self, obj: T, plugin: str) -> None:
+    def check(self, obj: object, plugin: str) -> str:
+        """The name ``obj`` would be registered under; an error if it is not a named ``base``."""
         if not isinstance(obj, self.base):
             raise RegistryError(
                 f"plugin {plugin!r} registered {obj!r} as a {self.label}, "
@@ -37,7 +42,12 @@ class Kind(Generic[T]):
         name = getattr(obj, "name", None)
         if not isinstance(name, str) or not name:
             raise RegistryError(f"plugin {plugin!r} registered a {self.label} without a name")
-        if name in self.entries:
+        return name
+
+    def add(self, obj: T, plugin: str, replace: bool = False) -> None:
+        """Register ``obj``; a taken name is an error naming both plugins unless ``replace``."""
+        name = self.check(obj, plugin)
+        if name in self.entries and not replace:
             first = self.entries[name].plugin
             raise RegistryError(
                 f"{self.label} {name!r} is registered twice: by plugin {first!r} "
@@ -46,11 +56,14 @@ class Kind(Generic[T]):
         self.entries[name] = Registered(obj, plugin)
 
     def get(self, name: str) -> T:
-        try:
-            return self.entries[name].obj
-        except KeyError:
-            known = ", ".join(sorted(self.entries)) or "none"
-            raise RegistryError(f"unknown {self.label} {name!r}; known: {known}") from None
+        entry = self.entries.get(name)
+        if entry is not None:
+            return entry.obj
+        if name in self.unavailable:
+            raise RegistryError(f"{self.label} {name!r} is unavailable: {self.unavailable[name]}")
+        known = ", ".join(sorted(self.entries)) or "none"
+        hints = "".join(f"; {hint}" for hint in self.hints)
+        raise RegistryError(f"unknown {self.label} {name!r}; known: {known}{hints}")
 
     def names(self) -> list[str]:
         return sorted(self.entries)
@@ -66,6 +79,9 @@ class Registry:
     datasets: Kind[Dataset] = field(default_factory=lambda: Kind("dataset", Dataset))
     models: Kind[ModelSpec] = field(default_factory=lambda: Kind("model", ModelSpec))
     backends: Kind[Backend] = field(default_factory=lambda: Kind("backend", Backend))
+
+    def kinds(self) -> tuple[Kind[Any], ...]:
+        return (self.datasets, self.models, self.backends)
 
     def dataset(self, name: str) -> Dataset:
         return self.datasets.get(name)

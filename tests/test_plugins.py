@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ import pytest
 from harness import hookimpl, hookspecs
 from harness.api import Backend, Dataset, LabelledImages, ModelSpec, Predictor
 from harness.cli import main
+from harness.errors import RegistryError
 from harness.plugins import get_host
 
 FIRST_PARTY = {"mnist", "cifar10", "book_cnn", "keras", "onnxruntime"}
@@ -237,3 +239,147 @@ def test_every_hook_spec_has_a_docstring_and_is_documented():
     for name in specs:
         assert inspect.getdoc(getattr(hookspecs, name)), f"{name} has no docstring"
         assert f"`{name}(register)`" in docs, f"{name} is not documented in docs/plugins.md"
+
+
+IMPOSTOR_SOURCE = """
+from harness import hookimpl
+from harness.api import Dataset, ModelSpec
+
+
+class Impostor(ModelSpec):
+    name = "book_cnn"
+    variants = ("pool",)
+
+    def build(self, variant, input_shape, num_classes):
+        raise NotImplementedError
+
+
+class Sidekick(Dataset):
+    name = "sidekick"
+    input_shape = (4, 4, 1)
+    class_names = ("a", "b")
+    split_sizes = {"train": 2, "test": 2}
+
+    def load(self, data_dir, split):
+        raise NotImplementedError
+
+
+@hookimpl
+def register_models(register):
+    register(Impostor())
+
+
+@hookimpl
+def register_datasets(register):
+    register(Sidekick())
+"""
+
+
+def make_impostor(make_distribution, entry_name: str = "aaa_clash") -> None:
+    """A third-party distribution whose entry point sorts before every first-party one and
+    registers the book's model name."""
+    make_distribution("aaa-clash", "aaa_clash", IMPOSTOR_SOURCE, entry_name=entry_name)
+
+
+def test_a_first_party_name_stays_first_party_whatever_sorts_first(make_distribution, capsys):
+    make_impostor(make_distribution)
+    listing = list_json(capsys)
+    (book_cnn,) = [m for m in listing["models"] if m["name"] == "book_cnn"]
+    assert book_cnn["plugin"] == "book_cnn" and book_cnn["distribution"] == "cnn-harness"
+    assert type(get_host().registry().model("book_cnn")).__module__.startswith("harness_book_cnn")
+    (broken,) = [b for b in listing["broken"] if b["name"] == "aaa_clash"]
+    assert broken["stage"] == "register_models"
+    assert "by plugin 'book_cnn' and by plugin 'aaa_clash'" in broken["error"]
+    assert "HARNESS_OVERRIDE=book_cnn" in broken["error"]
+    assert "book_cnn" not in {b["name"] for b in listing["broken"]}
+
+
+def test_a_broken_plugin_contributes_nothing_and_its_names_say_why(make_distribution, capsys):
+    make_impostor(make_distribution)
+    registry = get_host().registry()
+    assert "sidekick" not in registry.datasets.names()
+    with pytest.raises(RegistryError, match="dataset 'sidekick' is unavailable: its plugin "):
+        registry.dataset("sidekick")
+
+
+def test_the_run_record_lists_broken_plugins_with_their_error(make_distribution):
+    make_impostor(make_distribution)
+    record = get_host().record()
+    assert record["aaa_clash"]["status"] == "broken"
+    assert record["aaa_clash"]["distribution"] == "aaa-clash"
+    assert record["aaa_clash"]["error"].startswith("register_models: model 'book_cnn' is regis")
+    assert record["book_cnn"] == {
+        "distribution": "cnn-harness",
+        "version": record["book_cnn"]["version"],
+        "status": "ok",
+        "error": None,
+        "overrides": None,
+    }
+
+
+def test_an_entry_point_named_like_a_first_party_one_is_broken(make_distribution, capsys):
+    make_impostor(make_distribution, entry_name="book_cnn")
+    listing = list_json(capsys)
+    (book_cnn,) = [m for m in listing["models"] if m["name"] == "book_cnn"]
+    assert book_cnn["distribution"] == "cnn-harness"
+    (broken,) = [b for b in listing["broken"] if b["distribution"] == "aaa-clash"]
+    assert "entry point name 'book_cnn' is taken by distribution cnn-harness" in broken["error"]
+    record = get_host().record()
+    assert record["book_cnn"]["status"] == "ok"
+    assert record["book_cnn (aaa-clash)"]["status"] == "broken"
+
+
+def test_an_override_replaces_a_first_party_name_and_shows_in_the_listing(
+    make_distribution, monkeypatch, capsys
+):
+    make_impostor(make_distribution)
+    monkeypatch.setenv("HARNESS_OVERRIDE", "book_cnn")
+    listing = list_json(capsys)
+    (book_cnn,) = [m for m in listing["models"] if m["name"] == "book_cnn"]
+    assert book_cnn["plugin"] == "aaa_clash"
+    assert listing["broken"] == []
+    assert listing["overrides"] == [
+        {"kind": "model", "name": "book_cnn", "plugin": "aaa_clash", "replaced_plugin": "book_cnn"}
+    ]
+    assert get_host().record()["aaa_clash"]["overrides"] == "model book_cnn of plugin book_cnn"
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "Overrides (HARNESS_OVERRIDE=book_cnn):" in out
+    assert "model book_cnn: plugin aaa_clash replaces the harness's plugin book_cnn" in out
+
+
+def test_run_names_the_disabled_plugin_behind_an_unknown_backend(monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("HARNESS_DISABLE_PLUGINS", "onnxruntime")
+    code = main(["run", "--suite", "smoke", "--backend", "onnxruntime", "--out", str(tmp_path)])
+    assert code == 2
+    error = capsys.readouterr().err
+    assert "unknown backend 'onnxruntime'" in error
+    assert "plugin 'onnxruntime' is disabled (named in HARNESS_DISABLE_PLUGINS)" in error
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_run_names_the_broken_plugin_behind_an_unknown_backend(make_distribution, tmp_path, capsys):
+    make_distribution("harness-tpu", "harness_tpu", "import tpu_runtime_that_is_missing\n")
+    code = main(["run", "--suite", "smoke", "--backend", "tpu", "--out", str(tmp_path)])
+    assert code == 2
+    error = capsys.readouterr().err
+    assert "unknown backend 'tpu'" in error
+    assert "plugin 'harness_tpu' is broken (import: ModuleNotFoundError" in error
+
+
+class LongNames:
+    @hookimpl
+    def register_datasets(self, register):
+        class LongDataset(ToyDataset):
+            name = "a_dataset_with_a_long_name"
+
+        register(LongDataset())
+
+
+def test_list_aligns_names_longer_than_sixteen_characters(register_plugin, capsys):
+    register_plugin(LongNames(), "long")
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith("  ") and "[" in line]
+    starts = {re.match(r"  \S+ +", row).end() for row in rows}
+    assert len(rows) > 5 and len(starts) == 1

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from typing import Any
 
 from harness.errors import EXIT_OK
-from harness.plugins import get_host
+from harness.plugins import OVERRIDE_ENV, get_host
+
+NAME_WIDTH = 16
+"""The name column's least width; longer names widen it for every section."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -67,6 +71,8 @@ def collect() -> dict[str, Any]:
         "plugins": [vars(info) for info in sorted(host.plugins.values(), key=lambda i: i.name)],
         "broken": [vars(b) for b in host.broken],
         "disabled": sorted(host.disabled),
+        "overrides": [vars(o) for o in host.overrides],
+        "override_requested": os.environ.get(OVERRIDE_ENV),
     }
 
 
@@ -87,20 +93,22 @@ def _render(listing: dict[str, Any]) -> str:
         where = f"{dist} {item['version']}" if dist else "registered in-process"
         return f"[{item['plugin']}: {where}]"
 
+    kinds = ("datasets", "models", "backends")
+    width = max([NAME_WIDTH, *(len(item["name"]) for kind in kinds for item in listing[kind])])
     lines.append("Datasets:")
     for d in listing["datasets"]:
         shape = "x".join(map(str, d["input_shape"]))
-        lines.append(f"  {d['name']:<16} {shape}, {d['num_classes']} classes  {source(d)}")
+        lines.append(f"  {d['name']:<{width}} {shape}, {d['num_classes']} classes  {source(d)}")
     lines.append("Models:")
     for m in listing["models"]:
-        lines.append(f"  {m['name']:<16} variants: {', '.join(m['variants'])}  {source(m)}")
+        lines.append(f"  {m['name']:<{width}} variants: {', '.join(m['variants'])}  {source(m)}")
     lines.append("Backends:")
     for b in listing["backends"]:
         devices = ", ".join(
             name if state["available"] else f"{name} (unavailable: {state['reason']})"
             for name, state in b["devices"].items()
         )
-        lines.append(f"  {b['name']:<16} devices: {devices}  {source(b)}")
+        lines.append(f"  {b['name']:<{width}} devices: {devices}  {source(b)}")
     if listing["broken"]:
         lines.append("Broken plugins:")
         for p in listing["broken"]:
@@ -108,6 +116,15 @@ def _render(listing: dict[str, Any]) -> str:
             lines.append(f"  {p['name']} ({dist}) failed at {p['stage']}: {p['error']}")
     if listing["disabled"]:
         lines.append(f"Disabled plugins: {', '.join(listing['disabled'])}")
+    if listing["override_requested"] is not None:
+        lines.append(f"Overrides ({OVERRIDE_ENV}={listing['override_requested']}):")
+        for o in listing["overrides"]:
+            lines.append(
+                f"  {o['kind']} {o['name']}: plugin {o['plugin']} replaces the harness's "
+                f"plugin {o['replaced_plugin']}"
+            )
+        if not listing["overrides"]:
+            lines.append("  none took effect: no other plugin registers those names")
     return "\n".join(lines)
 
 

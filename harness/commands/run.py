@@ -116,11 +116,7 @@ def run(args: argparse.Namespace) -> int:
         measure_peak=lambda: measure_gemm_peak().to_dict(),
     )
     if not args.resume:
-        plugins = {
-            info.name: {"distribution": info.distribution, "version": info.version}
-            for info in host.plugins.values()
-        }
-        runner.start_journal(capture_environment(), measure_gemm_peak().to_dict(), plugins)
+        runner.start_journal(capture_environment(), measure_gemm_peak().to_dict(), host.record())
     print(f"run folder: {run_dir}", file=sys.stderr)
     try:
         outcome = runner.run()
