@@ -211,6 +211,29 @@ class Predictor(ABC):
         """Release sessions and memory."""
 
 
+@dataclass(frozen=True)
+class ParityTolerance:
+    """How far a backend's logits may stray from the Keras reference's on the same images.
+
+    The defaults hold an exact (fp32) runtime to rounding error; a backend that changes the
+    arithmetic on purpose (int8 quantization) declares a looser one, so that its cells are
+    judged by what it promises rather than by the fp32 rule.
+    """
+
+    min_top1_agreement: float = 0.999
+    """The least share of images whose top-1 class matches the reference's (0..1)."""
+    max_abs_logit_diff: float = 1e-3
+    """The largest |logit difference| from the reference, over every image and class."""
+
+    def holds(self, top1_agreement: float, max_abs_diff: float) -> bool:
+        return top1_agreement >= self.min_top1_agreement and max_abs_diff <= self.max_abs_logit_diff
+
+    def __str__(self) -> str:
+        return (
+            f"agreement >= {self.min_top1_agreement:.2%}, max diff <= {self.max_abs_logit_diff:g}"
+        )
+
+
 class Backend(ABC):
     """An inference runtime that prepares trained models on its devices."""
 
@@ -218,6 +241,8 @@ class Backend(ABC):
     description: ClassVar[str] = ""
     devices: ClassVar[tuple[str, ...]] = ("cpu",)
     """Every device this backend knows how to use."""
+    parity: ClassVar[ParityTolerance] = ParityTolerance()
+    """What the worker and the conformance kit hold this backend's logits to."""
 
     def probe_devices(self) -> dict[str, str | None]:
         """Cheaply say which devices are usable here: ``None`` if usable, else the reason not.

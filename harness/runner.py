@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from harness import __version__
-from harness.api import LabelledImages, TrainedModel
+from harness.api import LabelledImages, ParityTolerance, TrainedModel
 from harness.errors import HarnessError
 from harness.journal import JOURNAL_NAME, Journal
 from harness.planner import CellKey, ModelKey, ModelPlan, plan_cells
@@ -310,8 +310,21 @@ class Runner:
             for b in record.get("batches") or []
         )
         error = f": {record['error']}" if record.get("error") else ""
-        self.log(f"{label}: {record['status']}{error}{' (' + p50s + ')' if p50s else ''}")
+        outcome = f"{record['status']}{_parity_failure(record)}{error}"
+        self.log(f"{label}: {outcome}{' (' + p50s + ')' if p50s else ''}")
         return record
+
+
+def _parity_failure(record: dict[str, Any]) -> str:
+    """What the console says of a cell whose logits are outside its backend's tolerance: its
+    status stays ``ok`` (it was measured), so this is the only place a person sees it live."""
+    if record.get("parity_ok") is not False:
+        return ""
+    return (
+        f", parity FAILED (agreement {record['parity_top1_agreement']:.2%}, max diff "
+        f"{record['parity_max_abs_diff']:.3g}, tolerance "
+        f"{ParityTolerance(**record['parity_tolerance'])})"
+    )
 
 
 def _training_summary(sidecar: dict[str, Any]) -> dict[str, Any]:

@@ -26,9 +26,17 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from harness.api import SPLITS, Backend, Dataset, LabelledImages, ModelSpec, Predictor, TrainedModel
+from harness.api import (
+    SPLITS,
+    Backend,
+    Dataset,
+    LabelledImages,
+    ModelSpec,
+    ParityTolerance,
+    Predictor,
+    TrainedModel,
+)
 from harness.errors import DataError
-from harness.worker import PARITY_MIN_TOP1_AGREEMENT
 
 REFERENCE_INPUT_SHAPE = (12, 10, 3)
 """Not square and three channels, so a backend that swaps height and width, or NHWC and NCHW,
@@ -253,12 +261,11 @@ def check_backend(
     reference_logits: np.ndarray,
     device: str = "cpu",
     options: Mapping[str, Any] | None = None,
-    min_top1_agreement: float = PARITY_MIN_TOP1_AGREEMENT,
 ) -> None:
     """Check the declarations, then convert and prepare ``trained`` on ``device`` (as the runner
     does) and hold the predictor's logits on ``images`` to ``reference_logits`` (the Keras
-    model's): float32, the right shape, finite, the same top-1 class on at least
-    ``min_top1_agreement`` of the images, batch by batch and one image at a time.
+    model's): float32, the right shape, finite, and within the backend's declared ``parity``
+    (the rule the runner's workers apply), batch by batch and one image at a time.
     ``describe()`` must return JSON-serialisable data.
     """
     where = f"backend {getattr(backend, 'name', type(backend).__name__)!r}"
@@ -272,6 +279,11 @@ def check_backend(
         raise ConformanceError(f"{where}: devices is {devices!r}, expected a non-empty tuple")
     if device not in devices:
         raise ConformanceError(f"{where}: device {device!r} is not in devices {devices}")
+    tolerance = backend.parity
+    if not isinstance(tolerance, ParityTolerance):
+        raise ConformanceError(
+            f"{where}: parity is {tolerance!r}, expected a harness.api.ParityTolerance"
+        )
     probe = backend.probe_devices()
     if not isinstance(probe, dict) or not set(probe) <= set(devices):
         keys = sorted(probe) if isinstance(probe, dict) else probe
@@ -295,7 +307,7 @@ def check_backend(
     try:
         where = f"{where} on {device}, model {trained.model}/{trained.variant}"
         whole = _predict_checked(predictor, images, reference_logits.shape[1], where)
-        _check_agreement(whole, reference_logits, min_top1_agreement, f"{where}, one batch")
+        _check_parity(whole, reference_logits, tolerance, f"{where}, one batch")
         count = min(2, len(images))
         single = np.concatenate(
             [
@@ -303,7 +315,7 @@ def check_backend(
                 for i in range(count)
             ]
         )
-        _check_agreement(single, reference_logits[:count], 1.0, f"{where}, one image at a time")
+        _check_parity(single, reference_logits[:count], tolerance, f"{where}, one image at a time")
         details = predictor.describe()
         try:
             json.dumps(details)
@@ -338,16 +350,21 @@ def _predict_checked(
     return logits
 
 
-def _check_agreement(logits: np.ndarray, reference: np.ndarray, minimum: float, where: str) -> None:
+def _check_parity(
+    logits: np.ndarray, reference: np.ndarray, tolerance: ParityTolerance, where: str
+) -> None:
     agree = logits.argmax(axis=1) == reference.argmax(axis=1)
-    if agree.mean() < minimum:
-        differ = np.flatnonzero(~agree)
-        raise ConformanceError(
-            f"{where}: top-1 class agrees with the Keras reference on {agree.mean():.2%} of "
-            f"{len(agree)} images, expected at least {minimum:.1%}; they differ at images "
-            f"{differ[:5].tolist()}, max |logit difference| "
-            f"{float(np.abs(logits - reference).max()):.3g}"
-        )
+    diff = np.abs(logits.astype(np.float64) - reference)
+    if tolerance.holds(float(agree.mean()), float(diff.max())):
+        return
+    differ = np.flatnonzero(~agree)
+    at = f" (they differ at images {differ[:5].tolist()})" if len(differ) else ""
+    worst = np.unravel_index(int(diff.argmax()), diff.shape)
+    raise ConformanceError(
+        f"{where}: parity with the Keras reference is outside the backend's tolerance "
+        f"({tolerance}): top-1 class agrees on {agree.mean():.2%} of {len(agree)} images{at}, "
+        f"max |logit difference| {float(diff.max()):.3g} (image {worst[0]}, class {worst[1]})"
+    )
 
 
 @dataclass(frozen=True)

@@ -39,8 +39,6 @@ from harness.errors import DeviceUnavailable
 from harness.latency import LatencyStats, measure
 from harness.suite import LatencyConfig
 
-PARITY_MIN_TOP1_AGREEMENT = 0.999
-PARITY_MAX_ABS_DIFF = 1e-3
 EVAL_CHUNK = 256
 """Images per call when scoring the whole evaluation set."""
 STDERR_TAIL_CHARS = 4000
@@ -116,6 +114,7 @@ def empty_record(spec: CellSpec, status: str, error: str | None) -> dict[str, An
         "parity_top1_agreement": None,
         "parity_max_abs_diff": None,
         "parity_ok": None,
+        "parity_tolerance": None,
         "peak_rss_bytes": None,
         "peak_gpu_memory_bytes": None,
         "describe": {},
@@ -166,6 +165,10 @@ def _measure_predictor(
     reference: np.ndarray,
     record: dict[str, Any],
 ) -> None:
+    """Accuracy, parity with the reference (judged by the backend's declared tolerance, which
+    the record keeps), then latency per batch size."""
+    from harness.plugins import get_registry
+
     before = time.perf_counter()
     predictor.predict(images[:1])
     record["first_inference_ms"] = (time.perf_counter() - before) * 1000
@@ -182,12 +185,14 @@ def _measure_predictor(
     predicted = logits.argmax(axis=1)
     agreement = float(np.mean(predicted == reference.argmax(axis=1)))
     max_diff = float(np.max(np.abs(logits.astype(np.float64) - reference)))
+    tolerance = get_registry().backend(spec.backend).parity
     record.update(
         accuracy=float(np.mean(predicted == labels)),
         num_eval=len(labels),
         parity_top1_agreement=agreement,
         parity_max_abs_diff=max_diff,
-        parity_ok=agreement >= PARITY_MIN_TOP1_AGREEMENT and max_diff <= PARITY_MAX_ABS_DIFF,
+        parity_ok=tolerance.holds(agreement, max_diff),
+        parity_tolerance=asdict(tolerance),
     )
     record["phases"]["accuracy"] = time.perf_counter() - before
 
