@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from harness.errors import DataError
+from harness.errors import DataError, SuiteError
 
 SPLITS = ("train", "test")
 
@@ -234,6 +234,35 @@ class ParityTolerance:
         )
 
 
+@dataclass(frozen=True)
+class Option:
+    """One key a backend's ``[backend_options.NAME]`` table may set.
+
+    Its type is the default's: ``bool``, ``int`` or ``float`` (counts and sizes, never
+    negative) or ``str`` (one of ``choices``, when given).
+    """
+
+    default: bool | int | float | str
+    help: str = ""
+    choices: tuple[str, ...] = ()
+
+    def check(self, where: str, value: Any) -> Any:
+        """``value`` if it fits, else a :class:`harness.errors.SuiteError` naming ``where``."""
+        kind = type(self.default)
+        if kind is bool:
+            fits, wanted = isinstance(value, bool), "true or false"
+        elif kind is str:
+            fits = isinstance(value, str) and (not self.choices or value in self.choices)
+            wanted = f"one of {', '.join(self.choices)}" if self.choices else "a string"
+        else:
+            numbers = (int,) if kind is int else (int, float)
+            fits = isinstance(value, numbers) and not isinstance(value, bool) and value >= 0
+            wanted = "a non-negative int" if kind is int else "a non-negative number"
+        if not fits:
+            raise SuiteError(f"{where} must be {wanted}, got {value!r}")
+        return value
+
+
 class Backend(ABC):
     """An inference runtime that prepares trained models on its devices."""
 
@@ -243,6 +272,31 @@ class Backend(ABC):
     """Every device this backend knows how to use."""
     parity: ClassVar[ParityTolerance] = ParityTolerance()
     """What the worker and the conformance kit hold this backend's logits to."""
+    options: ClassVar[Mapping[str, Option] | None] = None
+    """The keys its ``[backend_options.NAME]`` table may set; ``None``: not declared, so any
+    table reaches ``prepare`` unchecked."""
+
+    def check_options(self, options: Mapping[str, Any]) -> dict[str, Any]:
+        """The suite's options for this backend, checked against :attr:`options`, with the
+        defaults filled in.
+
+        The planner calls it before anything trains, so that a typo is an error naming the key
+        and the allowed ones, not a failed cell an hour later; ``convert`` and ``prepare`` call
+        it again for their settings. Override to add a rule that spans keys (call ``super()``
+        first).
+        """
+        if self.options is None:
+            return dict(options)
+        where = f"backend_options.{self.name}"
+        unknown = [key for key in options if key not in self.options]
+        if unknown:
+            raise SuiteError(
+                f"{where}: unknown key {unknown[0]!r}; allowed: {', '.join(self.options)}"
+            )
+        return {
+            key: option.check(f"{where}.{key}", options[key]) if key in options else option.default
+            for key, option in self.options.items()
+        }
 
     def probe_devices(self) -> dict[str, str | None]:
         """Cheaply say which devices are usable here: ``None`` if usable, else the reason not.

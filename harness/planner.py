@@ -46,7 +46,8 @@ def plan_cells(suite: Suite, registry: Registry) -> list[ModelPlan]:
     A backend is paired only with the suite's devices it knows (``keras`` x ``gpu``,
     ``onnxruntime`` x ``cuda``), so one suite can name both spellings of the GPU. Unknown names
     (in ``backend_options`` too) are errors that list what is known, as is a synthetic-data
-    suite naming a dataset that cannot generate its files.
+    suite naming a dataset that cannot generate its files. Each backend checks its options
+    here (``Backend.check_options``), so a misspelt key stops the run before anything trains.
     """
     datasets = [registry.dataset(name) for name in suite.datasets]
     if suite.synthetic_data:
@@ -65,6 +66,11 @@ def plan_cells(suite: Suite, registry: Registry) -> list[ModelPlan]:
             f"{suite.source}: backend_options for unknown backend(s) "
             f"{', '.join(unknown_options)}; backends: {', '.join(registry.backends.names())}"
         )
+    for name in dict.fromkeys([*suite.backends, *suite.backend_options]):
+        try:
+            registry.backend(name).check_options(suite.backend_options.get(name, {}))
+        except SuiteError as exc:
+            raise SuiteError(f"{suite.source}: {exc}") from None
     known_devices = {device for backend in backends for device in backend.devices}
     unknown = [device for device in suite.devices if device not in known_devices]
     if unknown:

@@ -7,7 +7,8 @@ from dataclasses import replace
 import pytest
 
 from harness import hookimpl
-from harness.api import Dataset, ModelSpec
+from harness.api import Backend, Dataset, ModelSpec, Option
+from harness.cli import main
 from harness.errors import RegistryError, SuiteError
 from harness.planner import plan_cells
 from harness.plugins import get_registry
@@ -113,3 +114,94 @@ def test_a_synthetic_suite_naming_a_dataset_without_a_generator_is_an_error(regi
     with pytest.raises(SuiteError, match="dataset\\(s\\) files_only cannot generate data"):
         plan_cells(suite, get_registry())
     plan_cells(replace(suite, synthetic_data=False), get_registry())  # real files: fine
+
+
+def suite_with(tmp_path, table: str):
+    path = tmp_path / "typo.toml"
+    path.write_text(f'name = "typo"\n{table}\n')
+    return load_suite(str(path))
+
+
+def test_a_misspelt_backend_option_is_an_error_naming_the_key_and_the_allowed_ones(tmp_path):
+    suite = suite_with(tmp_path, "[backend_options.keras]\njit = true")
+    with pytest.raises(
+        SuiteError,
+        match=r"typo.toml: backend_options.keras: unknown key 'jit'; allowed: jit_compile, intra_",
+    ):
+        plan_cells(suite, get_registry())
+
+
+def test_a_backend_option_of_the_wrong_type_is_an_error_naming_what_it_takes(tmp_path):
+    suite = suite_with(tmp_path, '[backend_options.onnxruntime]\nexecution_mode = "fast"')
+    with pytest.raises(
+        SuiteError,
+        match=r"onnxruntime.execution_mode must be one of sequential, parallel, got 'fast'",
+    ):
+        plan_cells(suite, get_registry())
+
+
+class Declared(Backend):
+    name = "declared"
+    options = {
+        "threads": Option(0),
+        "fast": Option(True),
+        "mode": Option("a", choices=("a", "b")),
+        "scale": Option(1.0),
+        "label": Option("x"),
+    }
+
+    def prepare(self, model, device, options):
+        raise NotImplementedError
+
+
+class Undeclared(Declared):
+    name = "undeclared"
+    options = None
+
+
+def test_declared_options_get_their_defaults_and_keep_what_the_suite_sets():
+    assert Declared().check_options({"threads": 2, "scale": 3}) == {
+        "threads": 2,
+        "fast": True,
+        "mode": "a",
+        "scale": 3,
+        "label": "x",
+    }
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"thread": 1}, "backend_options.declared: unknown key 'thread'; allowed: threads, fast"),
+        ({"threads": -1}, "backend_options.declared.threads must be a non-negative int, got -1"),
+        ({"threads": True}, "threads must be a non-negative int, got True"),
+        ({"threads": 1.5}, "threads must be a non-negative int, got 1.5"),
+        ({"fast": 1}, "backend_options.declared.fast must be true or false, got 1"),
+        ({"mode": "c"}, "backend_options.declared.mode must be one of a, b, got 'c'"),
+        ({"scale": "big"}, "scale must be a non-negative number, got 'big'"),
+        ({"label": 3}, "backend_options.declared.label must be a string, got 3"),
+    ],
+)
+def test_a_declared_option_refuses_what_it_does_not_take(options, message):
+    with pytest.raises(SuiteError) as error:
+        Declared().check_options(options)
+    assert message in str(error.value)
+
+
+def test_a_backend_that_declares_no_options_gets_its_table_unchecked():
+    assert Undeclared().check_options({"anything": [1, 2]}) == {"anything": [1, 2]}
+
+
+def test_harness_run_with_a_misspelt_option_stops_before_any_training(
+    tmp_path, monkeypatch, capsys
+):
+    trained: list[object] = []
+    monkeypatch.setattr("harness.model_cache.train_model", lambda *args, **kw: trained.append(args))
+    path = tmp_path / "typo.toml"
+    path.write_text('name = "typo"\n[backend_options.onnxruntime]\nthreads = 2\n')
+    out = tmp_path / "runs"
+    assert main(["run", "--suite", str(path), "--out", str(out), "--no-progress"]) == 2
+    error = capsys.readouterr().err
+    assert "backend_options.onnxruntime: unknown key 'threads'; allowed: intra_op_threads" in error
+    assert trained == []
+    assert not out.exists()

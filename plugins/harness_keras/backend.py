@@ -15,15 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from harness.api import Backend, Predictor, TrainedModel
-from harness.errors import DeviceUnavailable, SuiteError
-
-OPTION_TYPES: dict[str, type] = {
-    "jit_compile": bool,
-    "intra_op_threads": int,
-    "inter_op_threads": int,
-}
-"""``backend_options.keras`` keys; thread counts of 0 leave TensorFlow's defaults."""
+from harness.api import Backend, Option, Predictor, TrainedModel
+from harness.errors import DeviceUnavailable
 
 NVIDIA_DEVICE = Path("/dev/nvidia0")
 
@@ -45,6 +38,11 @@ class KerasBackend(Backend):
     name = "keras"
     description = "TensorFlow/Keras through a compiled tf.function (optionally XLA)"
     devices = ("cpu", "gpu")
+    options = {
+        "jit_compile": Option(False, "compile with XLA: a separate, labelled configuration"),
+        "intra_op_threads": Option(0, "threads within one operation; 0: TensorFlow's default"),
+        "inter_op_threads": Option(0, "operations run at once; 0: TensorFlow's default"),
+    }
 
     def probe_devices(self) -> dict[str, str | None]:
         gpu = None if NVIDIA_DEVICE.exists() else f"no NVIDIA GPU found (no {NVIDIA_DEVICE})"
@@ -53,7 +51,7 @@ class KerasBackend(Backend):
     def prepare(
         self, model: TrainedModel, device: str, options: Mapping[str, Any]
     ) -> KerasPredictor:
-        settings = check_options(options)
+        settings = self.check_options(options)
         import tensorflow as tf
 
         configure_threads(tf, settings)
@@ -83,24 +81,6 @@ class KerasBackend(Backend):
             gpu = tf.config.list_physical_devices("GPU")[0]
             details["gpu"] = tf.config.experimental.get_device_details(gpu).get("device_name")
         return KerasPredictor(function, details)
-
-
-def check_options(options: Mapping[str, Any]) -> dict[str, Any]:
-    """The suite's ``backend_options.keras``, checked, with defaults filled in."""
-    settings: dict[str, Any] = {"jit_compile": False, "intra_op_threads": 0, "inter_op_threads": 0}
-    for key, value in options.items():
-        expected = OPTION_TYPES.get(key)
-        if expected is None:
-            raise SuiteError(
-                f"backend_options.keras: unknown key {key!r}; allowed: {', '.join(OPTION_TYPES)}"
-            )
-        if type(value) is not expected or (expected is int and value < 0):
-            raise SuiteError(
-                f"backend_options.keras.{key} must be a non-negative {expected.__name__}, "
-                f"got {value!r}"
-            )
-        settings[key] = value
-    return settings
 
 
 def configure_threads(tf: Any, settings: Mapping[str, Any]) -> None:

@@ -14,19 +14,12 @@ from typing import Any
 import numpy as np
 import psutil
 
-from harness.api import Backend, Predictor, TrainedModel
-from harness.errors import DeviceUnavailable, SuiteError
+from harness.api import Backend, Option, Predictor, TrainedModel
+from harness.errors import DeviceUnavailable
 from harness_onnxruntime.export import DEFAULT_OPSET, OnnxExport, export_onnx
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 EXECUTION_MODES = {"sequential": "ORT_SEQUENTIAL", "parallel": "ORT_PARALLEL"}
-OPTION_TYPES: dict[str, type] = {
-    "intra_op_threads": int,
-    "inter_op_threads": int,
-    "execution_mode": str,
-    "opset": int,
-}
-"""``backend_options.onnxruntime`` keys; a thread count of 0 leaves ONNX Runtime's default."""
 
 
 def default_intra_op_threads() -> int:
@@ -56,6 +49,24 @@ class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
     description = "ONNX Runtime on a tf2onnx export (graph optimisation ALL)"
     devices = ("cpu", "cuda")
+    options = {
+        "intra_op_threads": Option(
+            0, "threads within one operator (default: one per physical core; 0: ONNX Runtime's)"
+        ),
+        "inter_op_threads": Option(0, "operators run at once; 0: ONNX Runtime's default"),
+        "execution_mode": Option(
+            "sequential", "how operators are scheduled", tuple(EXECUTION_MODES)
+        ),
+        "opset": Option(DEFAULT_OPSET, "ONNX opset of the tf2onnx export"),
+    }
+
+    def check_options(self, options: Mapping[str, Any]) -> dict[str, Any]:
+        """Unset, ``intra_op_threads`` is one per physical core: hyper-threads slow ONNX
+        Runtime's compute-bound kernels, and its own default counts them."""
+        settings = super().check_options(options)
+        if "intra_op_threads" not in options:
+            settings["intra_op_threads"] = default_intra_op_threads()
+        return settings
 
     def probe_devices(self) -> dict[str, str | None]:
         try:
@@ -71,7 +82,7 @@ class OnnxRuntimeBackend(Backend):
 
     def convert(self, model: TrainedModel, options: Mapping[str, Any]) -> None:
         """Export in the runner, so that workers open the cached ONNX file without TensorFlow."""
-        export_onnx(model, check_options(options)["opset"])
+        export_onnx(model, self.check_options(options)["opset"])
 
     def prepare(
         self, model: TrainedModel, device: str, options: Mapping[str, Any]
@@ -80,7 +91,7 @@ class OnnxRuntimeBackend(Backend):
             raise DeviceUnavailable(
                 f"the onnxruntime backend has no device {device!r}; it knows cpu and cuda"
             )
-        settings = check_options(options)
+        settings = self.check_options(options)
         import onnxruntime as ort
 
         if device == "cuda" and PROVIDERS["cuda"] not in ort.get_available_providers():
@@ -88,35 +99,6 @@ class OnnxRuntimeBackend(Backend):
         export = export_onnx(model, settings["opset"])
         session = open_session(export, device, settings)
         return OnnxRuntimePredictor(session, describe_session(session, export, device, settings))
-
-
-def check_options(options: Mapping[str, Any]) -> dict[str, Any]:
-    """The suite's ``backend_options.onnxruntime``, checked, with defaults filled in."""
-    settings: dict[str, Any] = {
-        "intra_op_threads": default_intra_op_threads(),
-        "inter_op_threads": 0,
-        "execution_mode": "sequential",
-        "opset": DEFAULT_OPSET,
-    }
-    for key, value in options.items():
-        expected = OPTION_TYPES.get(key)
-        if expected is None:
-            raise SuiteError(
-                f"backend_options.onnxruntime: unknown key {key!r}; "
-                f"allowed: {', '.join(OPTION_TYPES)}"
-            )
-        if type(value) is not expected or (expected is int and value < 0):
-            raise SuiteError(
-                f"backend_options.onnxruntime.{key} must be a non-negative {expected.__name__}, "
-                f"got {value!r}"
-            )
-        settings[key] = value
-    if settings["execution_mode"] not in EXECUTION_MODES:
-        raise SuiteError(
-            f"backend_options.onnxruntime.execution_mode must be one of "
-            f"{', '.join(EXECUTION_MODES)}, got {settings['execution_mode']!r}"
-        )
-    return settings
 
 
 def open_session(export: OnnxExport, device: str, settings: Mapping[str, Any]) -> Any:

@@ -20,14 +20,11 @@ from typing import Any
 import numpy as np
 
 from harness import hookimpl
-from harness.api import Backend, Predictor, TrainedModel
-from harness.errors import DeviceUnavailable, SuiteError
+from harness.api import Backend, Option, Predictor, TrainedModel
+from harness.errors import DeviceUnavailable
 
 TFLITE_FILE = "model.tflite"
 SIDECAR_FILE = "model.tflite.json"
-OPTION_TYPES: dict[str, type] = {"num_threads": int, "xnnpack": bool}
-"""``backend_options.litert`` keys: ``num_threads`` (0: LiteRT's default), and ``xnnpack``
-(false: builtin kernels only, without the default XNNPACK delegate)."""
 
 
 class LiteRtPredictor(Predictor):
@@ -61,6 +58,10 @@ class LiteRtBackend(Backend):
     name = "litert"
     description = "LiteRT interpreter (ai-edge-litert), fp32, converted by tf.lite.TFLiteConverter"
     devices = ("cpu",)
+    options = {
+        "num_threads": Option(0, "interpreter threads; 0: LiteRT's default"),
+        "xnnpack": Option(True, "false: builtin kernels only, without the XNNPACK delegate"),
+    }
 
     def probe_devices(self) -> dict[str, str | None]:
         if util.find_spec("ai_edge_litert") is None:
@@ -78,7 +79,7 @@ class LiteRtBackend(Backend):
     ) -> LiteRtPredictor:
         if device != "cpu":
             raise DeviceUnavailable(f"the litert backend runs on the cpu only, not {device!r}")
-        settings = check_options(options)
+        settings = self.check_options(options)
         tflite_path, conversion = converted_model(model)
         from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
@@ -102,22 +103,6 @@ class LiteRtBackend(Backend):
             **conversion,
         }
         return LiteRtPredictor(interpreter, details)
-
-
-def check_options(options: Mapping[str, Any]) -> dict[str, Any]:
-    """The suite's ``backend_options.litert``, checked, with defaults filled in."""
-    settings: dict[str, Any] = {"num_threads": 0, "xnnpack": True}
-    for key, value in options.items():
-        expected = OPTION_TYPES.get(key)
-        if expected is None:
-            raise SuiteError(
-                f"backend_options.litert: unknown key {key!r}; allowed: {', '.join(OPTION_TYPES)}"
-            )
-        if type(value) is not expected or (expected is int and value < 0):
-            wanted = "a non-negative int" if expected is int else "true or false"
-            raise SuiteError(f"backend_options.litert.{key} must be {wanted}, got {value!r}")
-        settings[key] = value
-    return settings
 
 
 def converted_model(model: TrainedModel) -> tuple[Path, dict[str, Any]]:
