@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import shutil
@@ -57,6 +58,7 @@ def test_every_output_is_written(run_dir):
     assert expected <= names
     plots = {p.name for p in (run_dir / "plots").iterdir()}
     assert {"latency.png", "accuracy_vs_params.png", "throughput.png"} <= plots
+    assert "latency_vs_accuracy_mnist.png" in plots
     assert "confusion_mnist_book_cnn_pool.png" in plots
     assert not [p for p in run_dir.rglob("*.tmp")], "temporary files left behind"
 
@@ -191,18 +193,103 @@ def test_figures_drawn_by_both_processes_come_back_in_report_order(run_dir, tabl
     from harness.report.background import PlotWorker
     from harness.report.plots import plot_tasks
 
-    tasks = plot_tasks(tables.summary, tables.models, tmp_path)
+    tasks = plot_tasks(tables, tmp_path)
     drawn_here = [function(*arguments) for function, arguments in tasks]
     expected = [plot.path for plot in drawn_here if plot is not None]
     with PlotWorker() as worker:
-        worker.draw(tables.summary, tables.models, tmp_path)
+        worker.draw(tables, tmp_path)
         shared = [plot.path for plot in worker.plots()]
     assert shared == expected
-    assert [path.name for path in expected[:3]] == [
+    assert [path.name for path in expected[:4]] == [
         "latency.png",
         "accuracy_vs_params.png",
+        "latency_vs_accuracy_mnist.png",
         "throughput.png",
     ]
+
+
+@pytest.fixture
+def drawn(monkeypatch):
+    """Figures by file name, drawn (tick labels laid out) instead of saved."""
+    from harness.report import plots
+
+    figures = {}
+
+    def keep(figure, run_dir, name, title):
+        figure.canvas.draw()
+        figures[name] = figure
+        return plots.Plot(title=title, path=Path(plots.PLOTS_DIR) / name)
+
+    monkeypatch.setattr(plots, "_save", keep)
+    yield figures
+    plots._pyplot().close("all")
+
+
+def spread_tables(latency_ms: float = 0.2):
+    """Cells from 0.2 ms (pool, batch 1) to about 100 times that (nopool, batch 64)."""
+    records = journal_records(datasets=("mnist",), batch_sizes=(1, 8, 64), latency_ms=latency_ms)
+    for record in records:
+        if record.get("variant") == "nopool" and record["type"] == "cell":
+            record.update(
+                cell_record(
+                    backend=record["backend"],
+                    variant="nopool",
+                    batch_sizes=(1, 8, 64),
+                    latency_ms=latency_ms * 30,
+                )
+            )
+    return build_tables(records, Path(JOURNAL_NAME))
+
+
+def visible_labels(axis):
+    return [t for t in axis.get_ticklabels() if t.get_visible() and t.get_text()]
+
+
+def test_the_latency_plot_uses_log_axes_with_plain_labels(drawn, tmp_path):
+    from harness.report.plots import plot_tasks
+
+    for function, arguments in plot_tasks(spread_tables(), tmp_path)[:4]:
+        function(*arguments)
+    latency = drawn["latency.png"]
+    panels = [ax for ax in latency.axes if ax.get_visible() and ax.get_title()]
+    assert [ax.get_title() for ax in panels] == ["batch size 1", "batch size 8", "batch size 64"]
+    for ax in panels:
+        assert ax.get_yscale() == "log"
+        labels = [t.get_text() for t in visible_labels(ax.yaxis)]
+        assert len(labels) >= 3 and all(re.fullmatch(r"[0-9.]+k?", t) for t in labels), labels
+    assert "whiskers: p1 to p99" in latency._suptitle.get_text()
+    for name in ("latency_vs_accuracy_mnist.png", "throughput.png"):
+        assert all(ax.get_xscale() == "log" for ax in drawn[name].axes), name
+    assert "measured on Synthetic CPU, 2 cores (run run-a)" in [t.get_text() for t in latency.texts]
+
+
+def test_tick_labels_of_the_accuracy_plot_do_not_overlap(drawn, tmp_path):
+    from harness.report.plots import accuracy_params_plot
+
+    accuracy_params_plot(spread_tables().summary, tmp_path)
+    axis = drawn["accuracy_vs_params.png"].axes[0].xaxis
+    labels = visible_labels(axis)
+    assert len(labels) >= 2
+    boxes = sorted((t.get_window_extent().x0, t.get_window_extent().x1) for t in labels)
+    assert all(left[1] < right[0] for left, right in itertools.pairwise(boxes))
+    assert all("$" not in t.get_text() for t in labels), "no mathtext like 3x10^6"
+
+
+def test_the_latency_spread_is_the_raw_samples_quantiles(tables):
+    from harness.report.plots import latency_spread
+
+    spread = latency_spread(tables.samples)
+    row = spread.query("variant == 'pool' and backend == 'keras' and batch_size == 8").iloc[0]
+    samples = tables.samples
+    mask = (
+        (samples["variant"] == "pool")
+        & (samples["backend"] == "keras")
+        & (samples["batch_size"] == 8)
+    ).to_numpy()
+    ms = samples.loc[mask, "latency_ns"].to_numpy() / 1e6
+    assert row.q25 == pytest.approx(np.quantile(ms, 0.25))
+    assert row.q99 == pytest.approx(np.quantile(ms, 0.99))
+    assert len(spread) == len(tables.summary[tables.summary["status"] == "ok"])
 
 
 def test_a_report_from_before_a_column_was_added_reads_with_it_empty(run_dir, tmp_path):

@@ -47,7 +47,7 @@ def write_run_reports(run_dir: Path, *, plots: bool = True) -> list[Path]:
     with PlotWorker() if plots else contextlib.nullcontext() as worker:
         tables = build_tables(Journal(journal).records(), journal)
         if worker is not None:
-            worker.draw(tables.summary, tables.models, run_dir)
+            worker.draw(tables, run_dir)
         records = summary_records(tables.summary)
         written = [
             write_parquet(tables.summary, run_dir / SUMMARY_PARQUET),

@@ -16,11 +16,9 @@ import multiprocessing
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
-from typing import Any
 
-import pandas as pd
-
-from harness.report.plots import PLOT_COLUMNS, Plot, PlotTask, load_matplotlib, plot_tasks
+from harness.report.frames import RunTables
+from harness.report.plots import Plot, PlotTask, load_matplotlib, plot_tasks
 
 
 class PlotWorker:
@@ -37,8 +35,8 @@ class PlotWorker:
             # AssertionError: a daemonic process may not have children.
             self.close()
 
-    def draw(self, summary: pd.DataFrame, models: list[dict[str, Any]], run_dir: Path) -> None:
-        self._tasks = plot_tasks(summary[PLOT_COLUMNS], models, run_dir)
+    def draw(self, tables: RunTables, run_dir: Path) -> None:
+        self._tasks = plot_tasks(tables, run_dir)
         self._futures = [self._submit(task) for task in self._tasks]
 
     def plots(self) -> list[Plot]:
