@@ -91,6 +91,7 @@ def test_jit_compile_is_a_labelled_configuration_with_the_same_logits(tiny_model
         images, reference = data["images"][:16], data["reference_logits"][:16]
     predictor = KerasBackend().prepare(trained, "cpu", {"jit_compile": True})
     assert predictor.describe()["inference_path"] == "tf.function+xla"
+    assert predictor.describe()["threads"].startswith("intra_op ")
     np.testing.assert_allclose(predictor.predict(images), reference, atol=1e-4)
 
 

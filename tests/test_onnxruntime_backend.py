@@ -144,6 +144,7 @@ def test_thread_and_mode_options_are_applied_and_recorded(tiny_model) -> None:
     predictor = OnnxRuntimeBackend().prepare(tiny_model[0], "cpu", options)
     described = predictor.describe()
     assert (described["intra_op_threads"], described["inter_op_threads"]) == (1, 1)
+    assert described["threads"] == "intra_op 1, inter_op 1"
     assert described["execution_mode"] == "parallel"
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,11 +21,14 @@ import pandas as pd
 from harness.errors import DataError
 from harness.report.schema import (
     CELL_IDENTITY,
+    CORE_DESCRIBE_KEYS,
+    DESCRIBE_PREFIX,
     IDENTITY,
     MODEL_IDENTITY,
     SAMPLE_COLUMNS,
     SUMMARY_COLUMNS,
     column_names,
+    describe_column_names,
     dtypes,
 )
 
@@ -160,6 +164,11 @@ def _cell_rows(
         "timestamp": run.get("started"),
         "git_sha": environment.get("git_sha"),
     }
+    base |= {
+        f"{DESCRIBE_PREFIX}{key}": _text(value)
+        for key, value in describe.items()
+        if key not in CORE_DESCRIBE_KEYS
+    }
     base["peak_gflops"] = best_peak_gflops(run)
     batches = cell.get("batches") or []
     if batches:
@@ -236,12 +245,19 @@ def empty_summary() -> pd.DataFrame:
     return pd.DataFrame({name: pd.Series(dtype=dt) for name, dt in dtypes(SUMMARY_COLUMNS).items()})
 
 
+def summary_dtypes(names: Iterable[str]) -> dict[str, str]:
+    """The schema's columns, then the ``describe.<key>`` columns among ``names``, with dtypes."""
+    return dtypes(SUMMARY_COLUMNS) | dict.fromkeys(describe_column_names(names), "string")
+
+
 def summary_from_rows(rows: list[dict[str, Any]]) -> pd.DataFrame:
-    """Rows of plain values to a summary frame with the schema's columns, order and dtypes."""
+    """Rows of plain values to a summary frame with the schema's columns, order and dtypes, and
+    the ``describe.<key>`` columns any row has."""
     if not rows:
         return empty_summary()
-    frame = pd.DataFrame.from_records(rows, columns=column_names(SUMMARY_COLUMNS))
-    return frame.astype(dtypes(SUMMARY_COLUMNS))
+    types = summary_dtypes(key for row in rows for key in row)
+    frame = pd.DataFrame.from_records(rows, columns=list(types))
+    return frame.astype(types)
 
 
 def build_tables(records: list[dict[str, Any]], source: Path) -> RunTables:

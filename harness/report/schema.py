@@ -7,6 +7,7 @@ removed or changes meaning; adding a column at the end does not need a bump.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 SCHEMA_VERSION = 1
@@ -105,6 +106,24 @@ SAMPLE_COLUMNS: tuple[Column, ...] = (
     Column("sample_index", "int64", "position of the sample in timing order"),
     Column("latency_ns", "int64", "wall time of one timed call, in nanoseconds"),
 )
+
+DESCRIBE_PREFIX = "describe."
+"""Every key a backend's ``Predictor.describe()`` returns beyond the core columns becomes the
+string column ``describe.<key>``, after the schema's columns and sorted by name, so a plugin's
+own facts (an opset, a quantization mode) reach the reports without a change to this schema."""
+
+CORE_DESCRIBE_KEYS = ("inference_path", "threads", "providers", "opset", "onnx_bytes")
+"""``describe()`` keys that fill the schema's own columns of the same names."""
+
+
+def describe_column_names(names: Iterable[str]) -> list[str]:
+    """The ``describe.<key>`` columns among ``names``, in the order a summary holds them."""
+    return sorted(name for name in set(names) if name.startswith(DESCRIBE_PREFIX))
+
+
+def describe_column_meaning(name: str) -> str:
+    return f"what the backend's describe() said under {name.removeprefix(DESCRIBE_PREFIX)!r}"
+
 
 LATENCY_PERCENTILES = (50, 90, 95, 99)
 """Percentiles the summary holds as ``p<N>_ms`` columns."""

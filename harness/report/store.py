@@ -15,14 +15,15 @@ import pandas as pd
 
 from harness.errors import DataError
 from harness.report.atomic import atomic_path, write_text
-from harness.report.frames import RunTables, summary_from_rows
+from harness.report.frames import RunTables, summary_dtypes, summary_from_rows
 from harness.report.schema import (
     SAMPLE_COLUMNS,
     SCHEMA_VERSION,
     SUMMARY_COLUMNS,
     Column,
     column_names,
-    dtypes,
+    describe_column_meaning,
+    describe_column_names,
 )
 
 SUMMARY_PARQUET = "summary.parquet"
@@ -97,12 +98,13 @@ def write_csv(summary: pd.DataFrame, path: Path) -> Path:
 
 def read_csv(path: Path) -> pd.DataFrame:
     try:
-        frame = pd.read_csv(
-            path, dtype=dtypes(SUMMARY_COLUMNS), keep_default_na=False, na_values=[""]
-        )
+        with path.open(encoding="utf-8", newline="") as f:
+            header = next(csv.reader(f), [])
+        types = summary_dtypes(header)
+        frame = pd.read_csv(path, dtype=types, keep_default_na=False, na_values=[""])
     except (OSError, ValueError) as exc:
         raise DataError(f"{path}: not a summary CSV of this harness: {exc}") from None
-    return with_later_columns(path, frame, SUMMARY_COLUMNS)[column_names(SUMMARY_COLUMNS)]
+    return with_later_columns(path, frame, SUMMARY_COLUMNS)[list(types)]
 
 
 def write_run_json(
@@ -111,7 +113,11 @@ def write_run_json(
     """``records`` is ``summary_records(tables.summary)`` when the caller already has it."""
     document = {
         "schema_version": SCHEMA_VERSION,
-        "columns": {column.name: column.meaning for column in SUMMARY_COLUMNS},
+        "columns": {column.name: column.meaning for column in SUMMARY_COLUMNS}
+        | {
+            name: describe_column_meaning(name)
+            for name in describe_column_names(tables.summary.columns)
+        },
         "runs": tables.runs,
         "summary": summary_records(tables.summary) if records is None else records,
     }
@@ -145,6 +151,7 @@ def read_report_folder(folder: Path) -> RunTables:
     summary = read_parquet(folder / SUMMARY_PARQUET)
     samples = read_parquet(folder / SAMPLES_PARQUET)
     summary = with_later_columns(folder / SUMMARY_PARQUET, summary, SUMMARY_COLUMNS)
+    summary = summary[list(summary_dtypes(summary.columns))]
     samples = with_later_columns(folder / SAMPLES_PARQUET, samples, SAMPLE_COLUMNS)
     return RunTables(summary=summary, samples=samples, runs=document["runs"])
 

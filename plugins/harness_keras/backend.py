@@ -69,11 +69,14 @@ class KerasBackend(Backend):
             function = tf.function(
                 infer, input_signature=signature, jit_compile=settings["jit_compile"]
             )
+        intra = tf.config.threading.get_intra_op_parallelism_threads()
+        inter = tf.config.threading.get_inter_op_parallelism_threads()
         details = {
             "inference_path": "tf.function+xla" if settings["jit_compile"] else "tf.function",
             "device": tf_device,
-            "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
-            "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
+            "threads": f"intra_op {intra or 'default'}, inter_op {inter or 'default'}",
+            "intra_op_threads": intra,
+            "inter_op_threads": inter,
             "tensorflow": tf.__version__,
             "keras": keras.__version__,
         }

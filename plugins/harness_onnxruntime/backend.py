@@ -135,6 +135,10 @@ def describe_session(
         "device": device,
         "providers": list(session.get_providers()),
         "graph_optimization": "ORT_ENABLE_ALL",
+        "threads": (
+            f"intra_op {settings['intra_op_threads'] or 'default'}, "
+            f"inter_op {settings['inter_op_threads'] or 'default'}"
+        ),
         "intra_op_threads": settings["intra_op_threads"],
         "inter_op_threads": settings["inter_op_threads"],
         "execution_mode": settings["execution_mode"],
