@@ -28,6 +28,7 @@ from harness.suite import Suite, suite_from_dict
 FAILED_STATUSES = frozenset({"failed", "timeout", "crashed"})
 SYNTHETIC_SIZES = {"train": 600, "test": 200}
 """Images per split that suites with ``synthetic_data = true`` generate (smoke, CI)."""
+MAX_RUN_DIR_ATTEMPTS = 1000
 
 
 @dataclass
@@ -42,10 +43,22 @@ class RunOutcome:
 
 
 def new_run_dir(runs_root: Path, suite: Suite) -> Path:
+    """A fresh folder ``<UTC time>-<suite name>`` under ``runs_root``; a run started in the
+    same second gets ``-2``, ``-3``, ... (``mkdir`` is atomic, so two processes never share
+    one)."""
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    run_dir = runs_root / f"{stamp}-{suite.name}"
-    run_dir.mkdir(parents=True, exist_ok=False)
-    return run_dir
+    runs_root.mkdir(parents=True, exist_ok=True)
+    base = f"{stamp}-{suite.name}"
+    for attempt in range(1, MAX_RUN_DIR_ATTEMPTS + 1):
+        run_dir = runs_root / (base if attempt == 1 else f"{base}-{attempt}")
+        try:
+            run_dir.mkdir()
+        except FileExistsError:
+            continue
+        return run_dir
+    raise HarnessError(
+        f"{runs_root}: {MAX_RUN_DIR_ATTEMPTS} run folders named {base}[-N] exist already"
+    )
 
 
 def _identity(record: dict[str, Any]) -> tuple[str, ...]:

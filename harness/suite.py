@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import math
+import re
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 from importlib import resources
 from pathlib import Path
@@ -13,6 +16,9 @@ from harness.errors import SuiteError
 BUILTIN_SUITES = ("smoke", "quick", "book")
 MAX_SEED = 2**32 - 1
 """NumPy's legacy seeding, which Keras uses, takes 0 .. 2**32 - 1."""
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,99}")
+"""A suite's name ends its run folder's name: no path separator, no leading dot, no control
+character, nothing a shell or a file system treats specially."""
 
 
 @dataclass(frozen=True)
@@ -102,12 +108,64 @@ _TOP_TYPES: dict[str, tuple[type, ...]] = {
 }
 
 
+_LIMITS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "seed": (lambda v: 0 <= v <= MAX_SEED, f"be between 0 and {MAX_SEED}"),
+    "test_subset": (lambda v: v >= 0, "be 0 (all) or a number of images"),
+    "worker_timeout_s": (lambda v: v > 0, "be positive"),
+    "training.learning_rate": (lambda v: v > 0, "be positive"),
+    "training.batch_size": (lambda v: v >= 1, "be at least 1"),
+    "training.dropout": (lambda v: 0 <= v < 1, "be at least 0 and below 1 (a drop rate)"),
+    "training.train_subset": (lambda v: v >= 0, "be 0 (all) or a number of images"),
+    "latency.max_iterations": (lambda v: v >= 1, "be at least 1"),
+    "latency.max_seconds": (lambda v: v > 0, "be positive"),
+}
+"""What each number may be beyond its type, by dotted key; any other number must not be
+negative. Every float must be finite as well (TOML and ``float()`` read ``nan`` and ``inf``)."""
+
+
 def _check_type(source: str, key: str, value: Any, allowed: tuple[type, ...]) -> None:
     # bool is an int in Python; a suite saying `seed = true` is still wrong.
     is_wrong_bool = isinstance(value, bool) and bool not in allowed
     if is_wrong_bool or not isinstance(value, allowed):
         names = " or ".join(t.__name__ for t in allowed)
         raise SuiteError(f"{source}: key {key!r} must be {names}, got {value!r}")
+    _check_finite(source, key, value)
+
+
+def _check_finite(source: str, key: str, value: Any) -> None:
+    """Reject nan and inf anywhere in ``value``: they pass every range check, disable
+    timeouts and make the run's JSON unwritable."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise SuiteError(f"{source}: {key} must be a finite number, got {value!r}")
+    if isinstance(value, dict):
+        for sub, item in value.items():
+            _check_finite(source, f"{key}.{sub}", item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            _check_finite(source, key, item)
+
+
+def _check_limit(source: str, key: str, value: int | float) -> None:
+    allowed, says = _LIMITS.get(key, (lambda v: v >= 0, "not be negative"))
+    if not allowed(value):
+        raise SuiteError(f"{source}: {key} must {says}, got {value!r}")
+
+
+def _check_unique(source: str, key: str, values: list[Any]) -> None:
+    repeated = sorted({str(v) for v in values if values.count(v) > 1})
+    if repeated:
+        raise SuiteError(
+            f"{source}: {key} lists {', '.join(repeated)} more than once ({values!r}); "
+            "give each entry once"
+        )
+
+
+def _check_name(source: str, name: str) -> None:
+    if not SAFE_NAME.fullmatch(name):
+        raise SuiteError(
+            f"{source}: name {name!r} cannot name a run folder; allowed: letters, digits and "
+            "'.', '_', '+', '-', starting with a letter or a digit, at most 100 characters"
+        )
 
 
 def _section(source: str, prefix: str, data: dict[str, Any], cls: type) -> Any:
@@ -133,8 +191,8 @@ def _section(source: str, prefix: str, data: dict[str, Any], cls: type) -> Any:
             value = float(value)
         else:
             _check_type(source, f"{prefix}.{key}", value, (type(default),))
-        if isinstance(value, int | float) and not isinstance(value, bool) and value < 0:
-            raise SuiteError(f"{source}: {prefix}.{key} must not be negative, got {value}")
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            _check_limit(source, f"{prefix}.{key}", value)
         values[key] = value
     return cls(**values)
 
@@ -157,36 +215,26 @@ def parse_suite(data: dict[str, Any], source: str) -> Suite:
                 isinstance(b, int) and not isinstance(b, bool) and b > 0 for b in value
             ):
                 raise SuiteError(f"{source}: batch_sizes must be positive integers, got {value!r}")
+            _check_unique(source, key, value)
             value = tuple(value)
         elif isinstance(value, list):
             if not value or not all(isinstance(v, str) for v in value):
                 raise SuiteError(
                     f"{source}: {key} must be a non-empty list of names, got {value!r}"
                 )
+            _check_unique(source, key, value)
             value = tuple(value)
         elif key == "backend_options":
             for backend, options in value.items():
                 _check_type(source, f"backend_options.{backend}", options, (dict,))
+        elif key == "name":
+            _check_name(source, value)
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            _check_limit(source, key, value)
         values[key] = value
     if "name" not in values:
         raise SuiteError(f"{source}: key 'name' is required")
-    _check_ranges(source, values)
     return Suite(**values)
-
-
-def _check_ranges(source: str, values: dict[str, Any]) -> None:
-    seed = values.get("seed", 0)
-    if not 0 <= seed <= MAX_SEED:
-        raise SuiteError(f"{source}: seed must be between 0 and {MAX_SEED}, got {seed}")
-    if values.get("test_subset", 0) < 0:
-        raise SuiteError(
-            f"{source}: test_subset must be 0 (all) or a number of images, "
-            f"got {values['test_subset']}"
-        )
-    if values.get("worker_timeout_s", 1) <= 0:
-        raise SuiteError(
-            f"{source}: worker_timeout_s must be positive, got {values['worker_timeout_s']}"
-        )
 
 
 def load_suite(name_or_path: str) -> Suite:

@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from harness.cli import main
 
 
@@ -67,4 +69,21 @@ def test_a_bad_plan_fails_before_making_a_run_folder(tmp_path, capsys):
     out = tmp_path / "runs"
     assert main(["run", "--suite", "smoke", "--backend", "tensorrt", "--out", str(out)]) == 2
     assert "unknown backend 'tensorrt'" in capsys.readouterr().err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        (["--timeout", "nan"], "worker_timeout_s must be a finite number, got nan"),
+        (["--timeout", "inf"], "worker_timeout_s must be a finite number, got inf"),
+        (["--batch-size", "1", "--batch-size", "1"], "batch_sizes lists 1 more than once"),
+    ],
+)
+def test_a_bad_flag_value_is_exit_2_naming_it_before_a_run_folder(
+    tmp_path, capsys, flags, expected
+):
+    out = tmp_path / "runs"
+    assert main(["run", "--suite", "smoke", *flags, "--out", str(out)]) == 2
+    assert expected in capsys.readouterr().err
     assert not out.exists()

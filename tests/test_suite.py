@@ -71,6 +71,52 @@ def write(tmp_path: Path, text: str) -> str:
             "'backend_options.onnxruntime' must be dict",
         ),
         ("description = 'no name'\n", "key 'name' is required"),
+        (
+            'name = "x"\nworker_timeout_s = nan\n',
+            "worker_timeout_s must be a finite number, got nan",
+        ),
+        (
+            'name = "x"\nworker_timeout_s = inf\n',
+            "worker_timeout_s must be a finite number, got inf",
+        ),
+        (
+            'name = "x"\n[training]\nlearning_rate = nan\n',
+            "training.learning_rate must be a finite",
+        ),
+        ('name = "x"\n[latency]\nmin_seconds = -inf\n', "latency.min_seconds must be a finite"),
+        (
+            'name = "x"\n[backend_options.onnxruntime]\nscale = [1.0, nan]\n',
+            "backend_options.onnxruntime.scale must be a finite number, got nan",
+        ),
+        ('name = "x"\nbatch_sizes = [1, 8, 1]\n', "batch_sizes lists 1 more than once ([1, 8, 1])"),
+        ('name = "x"\nbackends = ["keras", "keras"]\n', "backends lists keras more than once"),
+        (
+            'name = "x"\n[training]\nbatch_size = 0\n',
+            "training.batch_size must be at least 1, got 0",
+        ),
+        ('name = "x"\n[training]\nlearning_rate = 0\n', "training.learning_rate must be positive"),
+        (
+            'name = "x"\n[training]\ndropout = 2.0\n',
+            "training.dropout must be at least 0 and below 1",
+        ),
+        (
+            'name = "x"\n[training]\ndropout = 1.0\n',
+            "training.dropout must be at least 0 and below 1",
+        ),
+        (
+            'name = "x"\n[latency]\nmax_iterations = 0\n',
+            "latency.max_iterations must be at least 1",
+        ),
+        (
+            'name = "x"\n[latency]\nmax_seconds = 0\n',
+            "latency.max_seconds must be positive, got 0.0",
+        ),
+        ('name = "../escape"\n', "name '../escape' cannot name a run folder; allowed: letters"),
+        ('name = "a/b"\n', "name 'a/b' cannot name a run folder"),
+        ('name = ".hidden"\n', "name '.hidden' cannot name a run folder"),
+        ('name = ".."\n', "name '..' cannot name a run folder"),
+        ('name = "bell\\u0007"\n', "name 'bell\\x07' cannot name a run folder"),
+        ('name = ""\n', "name '' cannot name a run folder"),
         ('name = "x"\n[training\n', "not valid TOML"),
     ],
 )
@@ -113,6 +159,10 @@ def test_an_override_keeps_every_other_field_of_a_builtin_suite(name):
         ({"worker_timeout_s": 0.0}, "worker_timeout_s must be positive"),
         ({"batch_sizes": (0,)}, "batch_sizes must be positive integers, got [0]"),
         ({"steps": 0}, "training.steps.default must be at least 1, got 0"),
+        ({"worker_timeout_s": float("nan")}, "worker_timeout_s must be a finite number, got nan"),
+        ({"worker_timeout_s": float("inf")}, "worker_timeout_s must be a finite number, got inf"),
+        ({"batch_sizes": (1, 1)}, "batch_sizes lists 1 more than once ([1, 1])"),
+        ({"devices": ("cpu", "cpu")}, "devices lists cpu more than once"),
     ],
 )
 def test_cli_overrides_are_checked_like_a_suite_file(changes, expected):
