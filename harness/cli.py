@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "compare": ("harness.commands.compare", "compare two runs; exit 1 on a real regression"),
     "report": ("harness.commands.report", "rebuild every report output of a run folder"),
     "merge": ("harness.commands.merge", "join runs made on different machines"),
+    "history": ("harness.commands.history", "latency and accuracy of every cell over many runs"),
     "data": ("harness.commands.data", "where datasets live; fetch and verify them"),
 }
 

@@ -123,7 +123,7 @@ def _plain_number(value: float, _position: object = None) -> str:
     return f"{value:.3g}"
 
 
-def _log_axis(axis: Any, low: float, high: float) -> None:
+def log_axis(axis: Any, low: float, high: float) -> None:
     """A log axis labelled with plain numbers at 1-2-5 steps (every digit within one decade),
     and unlabelled minor ticks, so that labels never overlap."""
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
@@ -205,7 +205,7 @@ def latency_plot(
             )
         ax.set_yscale("log")
         ax.set_ylim(low / 1.3, high * 1.3)
-        _log_axis(ax.yaxis, low, high)
+        log_axis(ax.yaxis, low, high)
         ax.grid(axis="y", which="major", color="#ddd", linewidth=0.6)
         ax.set_xlim(-0.6, len(labels) - 0.4)
         ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right", fontsize=8)
@@ -258,7 +258,7 @@ def accuracy_params_plot(summary: pd.DataFrame, run_dir: Path) -> Plot | None:
     params = models["params_total"].to_numpy(dtype=float)
     ax.set_xscale("log")
     ax.set_xlim(params.min() / 1.6, params.max() * 1.6)
-    _log_axis(ax.xaxis, params.min(), params.max())
+    log_axis(ax.xaxis, params.min(), params.max())
     ax.set_xlabel("parameters (log scale)")
     ax.set_ylabel("test accuracy, % (Keras reference)")
     ax.legend(fontsize=8)
@@ -309,7 +309,7 @@ def latency_accuracy_plot(
     low, high = float(rows["q25"].min()), float(rows["q75"].max())
     ax.set_xscale("log")
     ax.set_xlim(low / 1.5, high * 1.5)
-    _log_axis(ax.xaxis, low, high)
+    log_axis(ax.xaxis, low, high)
     ax.grid(which="major", color="#ddd", linewidth=0.6)
     ax.set_xlabel(f"p50 ms per call at batch size {batch_size} (log scale; bar: p25 to p75)")
     ax.set_ylabel("test accuracy, % (this backend)")
@@ -353,7 +353,7 @@ def throughput_plot(summary: pd.DataFrame, run_dir: Path, footer: str = "") -> P
         images = panel["throughput_ips"].to_numpy(dtype=float)
         ax.set_yscale("log")
         ax.set_ylim(images.min() / 1.5, images.max() * 1.5)
-        _log_axis(ax.yaxis, images.min(), images.max())
+        log_axis(ax.yaxis, images.min(), images.max())
         ax.grid(axis="y", which="major", color="#ddd", linewidth=0.6)
         ax.set_xlabel("batch size")
         ax.set_ylabel("images per second (log scale)")

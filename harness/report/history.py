@@ -1,0 +1,252 @@
+"""A cell's latency and accuracy over many runs, machine by machine (``harness history``).
+
+Runs from different machines are never drawn on one line: a change of CPU model or instruction
+set changes the kernels the runtimes pick, so a step between two such runs says nothing about
+the code. Each machine (CPU model and ISA features) gets its own section, and within it runs are
+ordered by start time, then git SHA. Every p50 carries a distribution-free 95% interval from
+the raw samples (binomial order statistics), so a reader can tell a step from noise.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from harness.errors import DataError
+from harness.report.atomic import atomic_path, write_text
+from harness.report.frames import RunTables, build_tables
+from harness.report.plots import log_axis
+
+HISTORY_HTML = "history.html"
+HISTORY_PARQUET = "history.parquet"
+CELL = ["dataset", "model", "variant", "backend", "device", "batch_size"]
+HISTORY_COLUMNS = [
+    *("machine", "run_id", "started", "git_sha", *CELL, "status"),
+    *("p50_ms", "p50_low_ms", "p50_high_ms", "test_accuracy", "iterations"),
+]
+"""One row per run x cell x batch size; ``p50_low_ms``/``p50_high_ms`` bound the median (95%)."""
+
+
+def find_runs(paths: list[Path]) -> list[Path]:
+    """Run folders among ``paths``: each one itself, or for a folder of runs, its run folders."""
+    from harness.journal import JOURNAL_NAME
+
+    found: list[Path] = []
+    for path in paths:
+        if (path / JOURNAL_NAME).is_file():
+            found.append(path)
+            continue
+        inside = sorted(p.parent for p in path.glob(f"*/{JOURNAL_NAME}"))
+        if not inside:
+            raise DataError(f"{path}: neither a run folder nor a folder of runs ({JOURNAL_NAME})")
+        found += inside
+    return list(dict.fromkeys(found))
+
+
+def machine_key(environment: dict[str, Any] | None) -> str:
+    """The machine a run's latency belongs to: CPU model and ISA features."""
+    env = environment or {}
+    isa = (env.get("cpu") or {}).get("isa")
+    features = "ISA not recorded" if isa is None else ("ISA " + " ".join(isa) if isa else "no ISA")
+    return f"{env.get('cpu_model') or 'unknown CPU'} | {features}"
+
+
+def median_interval(samples_ns: np.ndarray, z: float = 1.96) -> tuple[float, float]:
+    """A 95% interval for the median, in ms, from order statistics (no distribution assumed)."""
+    ordered = np.sort(samples_ns)
+    n = len(ordered)
+    half = z * math.sqrt(n) / 2
+    low = max(math.floor(n / 2 - half), 0)
+    high = min(math.ceil(n / 2 + half), n - 1)
+    return ordered[low] / 1e6, ordered[high] / 1e6
+
+
+def _history_rows(tables: RunTables) -> pd.DataFrame:
+    machines = {run["run_id"]: machine_key(run.get("environment")) for run in tables.runs}
+    summary = tables.summary
+    rows = pd.DataFrame(
+        {
+            "machine": summary["run_id"].map(machines),
+            "run_id": summary["run_id"],
+            "started": summary["timestamp"],
+            "git_sha": summary["git_sha"],
+            **{name: summary[name] for name in CELL},
+            "status": summary["status"],
+            "p50_ms": summary["p50_ms"],
+            "test_accuracy": summary["test_accuracy"],
+            "iterations": summary["iterations"],
+        }
+    )
+    keys = ["run_id", *CELL]
+    bounds = [
+        (*key, *median_interval(part["latency_ns"].to_numpy()))
+        for key, part in tables.samples.groupby(keys, observed=True)
+    ]
+    intervals = pd.DataFrame(bounds, columns=[*keys, "p50_low_ms", "p50_high_ms"])
+    intervals = intervals.astype({name: rows[name].dtype for name in keys})
+    rows = rows.merge(intervals, on=keys, how="left")
+    return rows[HISTORY_COLUMNS]
+
+
+def history_table(run_dirs: list[Path]) -> pd.DataFrame:
+    """Every run's rows, ordered by machine, start time, git SHA and cell."""
+    from harness.journal import JOURNAL_NAME, Journal
+
+    frames = []
+    for run_dir in run_dirs:
+        journal = run_dir / JOURNAL_NAME
+        frames.append(_history_rows(build_tables(Journal(journal).records(), journal)))
+    table = (
+        pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=HISTORY_COLUMNS)
+    )
+    table = table.drop_duplicates(["run_id", *CELL], keep="last")
+    order = ["machine", "started", "git_sha", "run_id", *CELL]
+    return table.sort_values(order, kind="stable", ignore_index=True)
+
+
+def _run_label(run: pd.Series) -> str:
+    sha = run["git_sha"][:7] if isinstance(run["git_sha"], str) else "-"
+    return f"{str(run['started'])[:16].replace('T', ' ')}\n{sha}"
+
+
+def _figure_png(rows: pd.DataFrame, runs: pd.DataFrame) -> str:
+    """Per dataset, p50 (log axis, 95% interval bars) and accuracy of each cell over the runs,
+    as a data URI."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    position = {run_id: i for i, run_id in enumerate(runs["run_id"])}
+    measured = rows[rows["status"] == "ok"].dropna(subset=["p50_ms"])
+    datasets = sorted(measured["dataset"].unique()) or ["-"]
+    figure, axes = plt.subplots(
+        len(datasets),
+        2,
+        figsize=(14, 0.6 + 4.2 * len(datasets)),
+        gridspec_kw={"width_ratios": [3, 2]},
+        squeeze=False,
+    )
+    labels = [_run_label(run) for _, run in runs.iterrows()]
+    colors = plt.get_cmap("tab20").colors
+    for (latency, accuracy), dataset in zip(axes, datasets, strict=True):
+        part = measured[measured["dataset"] == dataset]
+        batch_sizes = sorted(part["batch_size"].unique())
+        for k, (key, line) in enumerate(part.groupby(CELL[1:], sort=True)):
+            x = line["run_id"].map(position).to_numpy(dtype=float)
+            p50 = line["p50_ms"].to_numpy(dtype=float)
+            low = p50 - line["p50_low_ms"].to_numpy(dtype=float, na_value=np.nan)
+            high = line["p50_high_ms"].to_numpy(dtype=float, na_value=np.nan) - p50
+            style = {
+                "color": colors[k % len(colors)],
+                "marker": "os^Dv<>"[batch_sizes.index(key[-1]) % 7],
+            }
+            label = "/".join(str(part) for part in key[:-1]) + f" b={key[-1]}"
+            latency.errorbar(x, p50, yerr=[low, high], capsize=2, label=label, **style)
+            if key[-1] == batch_sizes[0]:
+                percent = 100 * line["test_accuracy"].to_numpy(dtype=float, na_value=np.nan)
+                accuracy.plot(x, percent, **style)
+        if not part.empty:
+            latency.set_yscale("log")
+            low, high = part["p50_ms"].min(), part["p50_ms"].max()
+            latency.set_ylim(low / 1.5, high * 1.5)
+            log_axis(latency.yaxis, low, high)
+        for ax in (latency, accuracy):
+            ax.set_xticks(range(len(runs)), labels, fontsize=7, rotation=30, ha="right")
+            ax.set_xlim(-0.5, len(runs) - 0.5)
+            ax.grid(color="#ddd", linewidth=0.6)
+        latency.set_title(f"{dataset}: p50 per call", fontsize=10)
+        latency.set_ylabel("ms (log scale; bar: 95% interval)")
+        accuracy.set_title(f"{dataset}: test accuracy (smallest batch size's cells)", fontsize=10)
+        accuracy.set_ylabel("%")
+        handles, names = latency.get_legend_handles_labels()
+        accuracy.legend(handles, names, fontsize=7, loc="upper left", bbox_to_anchor=(1.03, 1.0))
+    height = figure.get_figheight()
+    figure.subplots_adjust(
+        left=0.06, right=0.76, top=1 - 0.4 / height, bottom=1.0 / height, hspace=0.55, wspace=0.2
+    )
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=80)
+    plt.close(figure)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _cell_table(rows: pd.DataFrame, runs: pd.DataFrame) -> str:
+    """Per cell, one column per run: p50 [interval] and accuracy."""
+    heads = "".join(
+        f"<th>{html.escape(_run_label(r)).replace(chr(10), '<br>')}</th>"
+        for _, r in runs.iterrows()
+    )
+    body = []
+    for key, line in rows.groupby(CELL, sort=True):
+        by_run = line.set_index("run_id")
+        cells = []
+        for run_id in runs["run_id"]:
+            if run_id not in by_run.index:
+                cells.append("<td>-</td>")
+                continue
+            row = by_run.loc[run_id]
+            if row["status"] != "ok" or pd.isna(row["p50_ms"]):
+                cells.append(f"<td>{html.escape(str(row['status']))}</td>")
+                continue
+            interval = ""
+            if pd.notna(row["p50_low_ms"]):
+                interval = f" [{row['p50_low_ms']:.3g}, {row['p50_high_ms']:.3g}]"
+            accuracy = (
+                "" if pd.isna(row["test_accuracy"]) else f"<br>{100 * row['test_accuracy']:.2f}%"
+            )
+            cells.append(f"<td>{row['p50_ms']:.3g}{interval}{accuracy}</td>")
+        name = html.escape("/".join(str(k) for k in key[:5]) + f" b={key[5]}")
+        body.append(f"<tr><th>{name}</th>{''.join(cells)}</tr>")
+    return (
+        f"<table><thead><tr><th>cell</th>{heads}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    )
+
+
+_STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 80em; color: #222; }
+table { border-collapse: collapse; margin: 0.5em 0 1em; font-size: 0.85em; }
+th, td { border: 1px solid #ccc; padding: 0.25em 0.5em; text-align: right; }
+thead th { background: #f3f3f3; } tbody th { text-align: left; font-weight: normal; }
+img { max-width: 100%; display: block; margin: 1em 0; }
+"""
+
+
+def render_history_html(table: pd.DataFrame) -> str:
+    """One self-contained page: per machine, a figure and a table over its runs."""
+    sections = []
+    for machine, rows in table.groupby("machine", sort=True):
+        runs = rows.drop_duplicates("run_id")[["run_id", "started", "git_sha"]]
+        sections.append(
+            f"<h2>{html.escape(str(machine))}</h2>"
+            f"<p>{len(runs)} run{'s' * (len(runs) != 1)}, ordered by start time and git SHA. "
+            "Each cell: p50 ms per call [95% interval of the median], then accuracy.</p>"
+            f'<img alt="p50 and accuracy over runs" src="{_figure_png(rows, runs)}">'
+            + _cell_table(rows, runs)
+        )
+    machines = table["machine"].nunique()
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>Benchmark history</title><style>{_STYLE}</style></head>\n<body>\n"
+        "<h1>Benchmark history</h1>"
+        f"<p>{table['run_id'].nunique()} runs on {machines} machine{'s' * (machines != 1)} "
+        "(CPU model and ISA features); runs from different machines are never compared.</p>\n"
+        + "\n".join(sections)
+        + "\n</body></html>\n"
+    )
+
+
+def write_history(paths: list[Path], output: Path) -> list[Path]:
+    """``history.parquet`` and ``history.html`` in ``output`` for the runs among ``paths``."""
+    table = history_table(find_runs(paths))
+    parquet = output / HISTORY_PARQUET
+    with atomic_path(parquet) as temporary:
+        table.to_parquet(temporary, index=False)
+    return [parquet, write_text(output / HISTORY_HTML, render_history_html(table))]
