@@ -110,36 +110,15 @@ class Dataset(ABC):
         """Load every split and hold it to this dataset's declared contract.
 
         Returns, per split, the number of images of each class (in label order). Raises
-        :class:`harness.errors.DataError` when a split breaks the contract: images not uint8
-        C-contiguous ``(N, *input_shape)``, labels not int64 ``(N,)``, labels out of range. A
-        split whose size differs from :attr:`split_sizes` is internally consistent data, just not
-        the canonical release (e.g. a subset, or generated test data): that is a warning.
+        :class:`harness.errors.DataError` when a split breaks the contract
+        (:meth:`load_checked`). A split whose size differs from :attr:`split_sizes` is
+        internally consistent data, just not the canonical release (e.g. a subset, or generated
+        test data): that is a warning.
         """
         counts: dict[str, tuple[int, ...]] = {}
         for split, canonical_size in self.split_sizes.items():
-            data = self.load(data_dir, split)
-            images, labels = data.images, data.labels
+            labels = self.load_checked(data_dir, split).labels
             where = f"{self.name} {split} split in {data_dir}"
-            expected_shape = ("N", *self.input_shape)
-            if (
-                images.dtype != np.uint8
-                or images.shape[1:] != self.input_shape
-                or not images.flags.c_contiguous
-            ):
-                raise DataError(
-                    f"{where}: images are {images.dtype} {images.shape}, expected C-contiguous "
-                    f"uint8 of shape {expected_shape}"
-                )
-            if labels.dtype != np.int64 or labels.shape != (len(images),):
-                raise DataError(
-                    f"{where}: labels are {labels.dtype} {labels.shape}, expected int64 of "
-                    f"shape ({len(images)},), one per image"
-                )
-            if labels.size and (labels.min() < 0 or labels.max() >= self.num_classes):
-                raise DataError(
-                    f"{where}: labels span {labels.min()}..{labels.max()}, expected "
-                    f"0..{self.num_classes - 1}"
-                )
             if len(labels) != canonical_size:
                 warnings.warn(
                     f"{where}: {len(labels):,} images, the canonical release has "
@@ -149,6 +128,38 @@ class Dataset(ABC):
             per_class = np.bincount(labels, minlength=self.num_classes)
             counts[split] = tuple(int(count) for count in per_class)
         return counts
+
+    def load_checked(self, data_dir: Path, split: str) -> LabelledImages:
+        """:meth:`load`, held to the contract every consumer relies on, so that a plugin's
+        bad data is a DataError naming the split rather than a traceback deep in training or
+        scoring: at least one image; images uint8 C-contiguous ``(N, *input_shape)``; labels
+        int64 ``(N,)`` within ``0..num_classes - 1``."""
+        data = self.load(data_dir, split)
+        images, labels = data.images, data.labels
+        where = f"{self.name} {split} split in {data_dir}"
+        expected_shape = ("N", *self.input_shape)
+        if (
+            images.dtype != np.uint8
+            or images.shape[1:] != self.input_shape
+            or not images.flags.c_contiguous
+        ):
+            raise DataError(
+                f"{where}: images are {images.dtype} {images.shape}, expected C-contiguous "
+                f"uint8 of shape {expected_shape}"
+            )
+        if not len(images):
+            raise DataError(f"{where}: the split holds 0 images, expected at least 1")
+        if labels.dtype != np.int64 or labels.shape != (len(images),):
+            raise DataError(
+                f"{where}: labels are {labels.dtype} {labels.shape}, expected int64 of "
+                f"shape ({len(images)},), one per image"
+            )
+        if labels.min() < 0 or labels.max() >= self.num_classes:
+            raise DataError(
+                f"{where}: labels span {labels.min()}..{labels.max()}, expected "
+                f"0..{self.num_classes - 1}"
+            )
+        return data
 
     @abstractmethod
     def load(self, data_dir: Path, split: str) -> LabelledImages:

@@ -73,6 +73,10 @@ def read_idx(
         ) from None
     except (gzip.BadGzipFile, zlib.error) as exc:
         raise DataError(f"{path}: corrupt gzip stream ({exc})") from None
+    except OSError as exc:  # unreadable: permissions, a folder, an I/O error of the disk
+        raise DataError(
+            f"{path}: cannot read it ({exc.strerror or exc}); expected a readable IDX file"
+        ) from None
 
 
 def _read_stream(

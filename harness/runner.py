@@ -192,7 +192,8 @@ class Runner:
         dataset = self.registry.dataset(dataset_name)
         fetch_missing(dataset, self.data_dir, progress=self.progress)
         self.log(f"loading {dataset_name} from {self.data_dir}")
-        return dataset.load(self.data_dir, "train"), dataset.load(self.data_dir, "test")
+        train = dataset.load_checked(self.data_dir, "train")
+        return train, dataset.load_checked(self.data_dir, "test")
 
     def _prepare_model(
         self,

@@ -146,3 +146,38 @@ def test_an_incomplete_extracted_folder_does_not_count_as_present(tmp_path):
     assert [r.filename for r in dataset.missing_files(tmp_path)] == ["cifar-10-python.tar.gz"]
     with pytest.raises(DataError, match="lacks data_batch_3"):
         dataset.load(tmp_path, "train")
+
+
+def test_an_extracted_batch_that_cannot_be_read_is_an_error_naming_it(tmp_path, monkeypatch):
+    import errno
+    from pathlib import Path
+
+    folder = write_cifar10(tmp_path, train=5, test=2, extracted=True)
+    unreadable = folder / "test_batch"
+    read_bytes = Path.read_bytes
+
+    def failing_read_bytes(path):
+        if path == unreadable:
+            raise OSError(errno.EIO, "Input/output error")
+        return read_bytes(path)
+
+    monkeypatch.setattr(Path, "read_bytes", failing_read_bytes)
+    with pytest.raises(DataError, match=r"cannot read it \(Input/output error\)") as error:
+        Cifar10Dataset().load(tmp_path, "test")
+    assert str(unreadable) in str(error.value)
+
+
+def test_an_archive_that_cannot_be_opened_is_not_called_truncated(tmp_path, monkeypatch):
+    import errno
+
+    write_cifar10(tmp_path, train=5, test=2)
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(tarfile, "open", refuse)
+    with pytest.raises(DataError) as error:
+        Cifar10Dataset().load(tmp_path, "test")
+    message = str(error.value)
+    assert "cifar-10-python.tar.gz: cannot read it (Permission denied)" in message
+    assert "truncated" not in message and "delete" not in message

@@ -87,3 +87,15 @@ def test_a_bad_flag_value_is_exit_2_naming_it_before_a_run_folder(
     assert main(["run", "--suite", "smoke", *flags, "--out", str(out)]) == 2
     assert expected in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_a_split_of_0_images_is_exit_2_naming_it_before_training(tmp_path, capsys):
+    from harness.synthetic import write_mnist
+
+    data = write_mnist(tmp_path / "data", train=20, test=0)[0].parent
+    argv = ["run", "--suite", "quick", "--dataset", "mnist", "--data-dir", str(data)]
+    assert main([*argv, "--out", str(tmp_path / "runs"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert (
+        f"error: mnist test split in {data}: the split holds 0 images, expected at least 1" in err
+    )

@@ -71,3 +71,13 @@ def test_fetch_with_everything_present_downloads_nothing(tmp_path, capsys):
 def test_an_unknown_dataset_is_a_usage_error(tmp_path, capsys):
     assert main(["data", "verify", "imagenet", "--data-dir", str(tmp_path)]) == 2
     assert "unknown dataset 'imagenet'" in capsys.readouterr().err
+
+
+def test_verify_fails_a_split_of_0_images(tmp_path, capsys):
+    from harness.synthetic import write_mnist
+
+    write_mnist(tmp_path, train=20, test=0)
+
+    assert main(["data", "verify", "mnist", "--data-dir", str(tmp_path)]) == 2
+    out = capsys.readouterr().out
+    assert f"mnist: FAILED: mnist test split in {tmp_path}: the split holds 0 images" in out

@@ -105,3 +105,28 @@ def test_missing_file_is_an_error_naming_it(tmp_path):
     with pytest.raises(DataError, match="file not found") as error:
         read_idx(tmp_path / "absent")
     assert "absent" in str(error.value)
+
+
+def test_a_path_that_cannot_be_read_is_an_error_naming_it(tmp_path):
+    folder = tmp_path / "train-images-idx3-ubyte"
+    folder.mkdir()
+    with pytest.raises(DataError, match=r"cannot read it .*; expected a readable IDX") as error:
+        read_idx(folder)
+    assert str(folder) in str(error.value)
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_an_io_error_while_reading_is_an_error_naming_the_file(tmp_path, monkeypatch, compress):
+    import errno
+
+    from harness import idx
+
+    path = write_idx(tmp_path / "images", np.zeros((2, 3, 3), np.uint8), compress=compress)
+
+    def failing_read(*args, **kwargs):
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(idx, "_read_into", failing_read)
+    with pytest.raises(DataError, match=r"cannot read it \(Input/output error\)") as error:
+        read_idx(path)
+    assert str(path) in str(error.value)

@@ -170,3 +170,11 @@ def test_cli_overrides_are_checked_like_a_suite_file(changes, expected):
         override(load_suite("quick"), **changes)
     assert str(info.value).startswith("built-in suite 'quick' with the command line's changes: ")
     assert expected in str(info.value)
+
+
+def test_a_suite_file_that_is_not_utf8_is_an_error_naming_it(tmp_path):
+    path = tmp_path / "latin1.toml"
+    path.write_bytes('name = "caf\u00e9"\n'.encode("latin-1"))
+    with pytest.raises(SuiteError, match="not UTF-8 text") as info:
+        load_suite(str(path))
+    assert str(path) in str(info.value)

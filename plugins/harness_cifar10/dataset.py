@@ -135,7 +135,7 @@ class Cifar10Dataset(Dataset):
         folder = data_dir / FOLDER
         if _extracted_complete(data_dir):
             for member in wanted:
-                yield member, str(folder / member), (folder / member).read_bytes()
+                yield member, str(folder / member), _read_file(folder / member)
             return
         archive = data_dir / ARCHIVE
         if not archive.is_file():
@@ -166,15 +166,29 @@ def _read_archive(archive: Path, wanted: Sequence[str]) -> Iterator[tuple[str, s
                 yield member, f"{archive}:{FOLDER}/{member}", stream.read()
                 if not remaining:
                     return
-    except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
+    except (tarfile.TarError, EOFError, zlib.error) as exc:
         raise DataError(
             f"{archive}: not a readable tar.gz archive ({type(exc).__name__}: {exc}); it may be "
             "truncated: delete it and fetch or copy it again"
+        ) from None
+    except OSError as exc:  # the file itself cannot be read: its content may be fine
+        raise DataError(
+            f"{archive}: cannot read it ({exc.strerror or exc}); expected a readable file"
         ) from None
     if remaining:
         raise DataError(
             f"{archive}: the archive lacks {', '.join(f'{FOLDER}/{m}' for m in sorted(remaining))}"
         )
+
+
+def _read_file(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise DataError(
+            f"{path}: cannot read it ({exc.strerror or exc}); expected a readable CIFAR-10 "
+            "batch file"
+        ) from None
 
 
 def _extracted_complete(data_dir: Path) -> bool:
