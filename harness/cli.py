@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "list": ("harness.commands.list_plugins", "show datasets, models, backends and broken plugins"),
     "run": ("harness.commands.run", "run a suite and write a report folder"),
     "compare": ("harness.commands.compare", "compare two runs; exit 1 on a real regression"),
+    "ab": ("harness.commands.ab", "time two sides interleaved; exit 1 on a regression"),
     "report": ("harness.commands.report", "rebuild every report output of a run folder"),
     "merge": ("harness.commands.merge", "join runs made on different machines"),
     "history": ("harness.commands.history", "latency and accuracy of every cell over many runs"),

@@ -1,0 +1,289 @@
+"""Paired A/B: time BASE and NEW in one job, interleaved, and judge each row's latency change.
+
+Both sides run the same suite's cells, on this machine, in the same minutes: every side keeps
+``--workers`` processes per backend alive, and short trials of BASE and NEW alternate in random
+order. A side is another interpreter (``--new-python`` of a virtualenv or tox env holding a
+dependency bump or a plugin's new version) and/or other backend options (``--new-option
+onnxruntime.intra_op_threads=1``). Each row gets the median change of its pairs with a
+confidence interval, the noise floor, and a verdict with the family-wise error rate held at
+``--alpha`` (Holm). Exit 0: no regression (or ``--report-only``); 1: a regression; 2: bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import sys
+import tomllib
+from collections import Counter
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from harness.errors import EXIT_OK, EXIT_REGRESSION, HarnessError
+from harness.planner import plan_cells
+from harness.verdict import VERDICTS, minimum_pairs
+
+DEFAULT_OUT = "reports/ab"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--suite", help="built-in suite or a .toml path (default: quick)")
+    parser.add_argument("--data-dir", help="dataset folder (default: $HARNESS_DATA_DIR, or cache)")
+    parser.add_argument("--out", help=f"folder for A/B folders (default: {DEFAULT_OUT})")
+    for flag, help_text in (
+        ("--dataset", "dataset (repeatable; overrides the suite)"),
+        ("--model", "model (repeatable)"),
+        ("--variant", "model variant (repeatable)"),
+        ("--backend", "backend (repeatable)"),
+        ("--device", "device (repeatable)"),
+    ):
+        parser.add_argument(flag, action="append", help=help_text)
+    parser.add_argument("--batch-size", type=int, action="append", help="batch size (repeatable)")
+    parser.add_argument("--steps", type=int, help="training steps for every model")
+    for side in ("base", "new"):
+        parser.add_argument(
+            f"--{side}-python",
+            default=sys.executable,
+            metavar="PYTHON",
+            help=f"interpreter of the {side.upper()} side's workers (default: this one); its "
+            "environment must have the harness and the cells' plugins installed",
+        )
+        parser.add_argument(
+            f"--{side}-option",
+            action="append",
+            default=[],
+            metavar="BACKEND.KEY=VALUE",
+            help=f"a backend option for the {side.upper()} side only (repeatable; VALUE is "
+            "read as TOML: 2, 1.5, true, '\"parallel\"' or a bare word as a string)",
+        )
+    parser.add_argument("--workers", type=int, default=3, help="processes per side and backend (3)")
+    parser.add_argument("--pairs", type=int, default=30, help="pairs of trials per row (30)")
+    parser.add_argument(
+        "--trial-seconds", type=float, default=0.1, help="timed seconds per trial (0.1)"
+    )
+    parser.add_argument(
+        "--percentile", type=int, default=50, choices=(50, 90, 99), help="trial statistic (50)"
+    )
+    parser.add_argument(
+        "--alpha", type=float, default=0.01, help="family-wise error rate over all rows (0.01)"
+    )
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        default=5.0,
+        metavar="PERCENT",
+        help="a row whose interval reaches beyond this is inconclusive, not same (5)",
+    )
+    parser.add_argument(
+        "--min-change",
+        type=float,
+        default=1.0,
+        metavar="PERCENT",
+        help="a significant change smaller than this is not a verdict (1)",
+    )
+    parser.add_argument(
+        "--report-only", action="store_true", help="print the verdicts, always exit 0"
+    )
+    parser.add_argument("--markdown", action="store_true", help="print Markdown (CI summaries)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the trial order (0)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def parse_option(text: str, flag: str) -> tuple[str, str, Any]:
+    """``onnxruntime.intra_op_threads=1`` -> ("onnxruntime", "intra_op_threads", 1)."""
+    name, sep, raw = text.partition("=")
+    backend, dot, key = name.partition(".")
+    if not sep or not dot or not backend or not key:
+        raise HarnessError(f"{flag} {text!r}: expected BACKEND.KEY=VALUE")
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return backend, key, value
+
+
+def _options(items: list[str], flag: str) -> dict[str, dict[str, Any]]:
+    options: dict[str, dict[str, Any]] = {}
+    for item in items:
+        backend, key, value = parse_option(item, flag)
+        options.setdefault(backend, {})[key] = value
+    return options
+
+
+def _check_ranges(args: argparse.Namespace) -> None:
+    checks = (
+        ("--workers", args.workers, args.workers >= 1, "at least 1"),
+        ("--pairs", args.pairs, args.pairs >= 6, "at least 6"),
+        ("--trial-seconds", args.trial_seconds, 0 < args.trial_seconds <= 60, "in (0, 60]"),
+        ("--alpha", args.alpha, 0 < args.alpha < 1, "in (0, 1)"),
+        ("--threshold", args.threshold, args.threshold > 0, "above 0"),
+        ("--min-change", args.min_change, args.min_change >= 0, "0 or more"),
+    )
+    for flag, value, ok, allowed in checks:
+        if not ok:
+            raise HarnessError(f"{flag} must be {allowed}, got {value}")
+    for side in ("base", "new"):
+        python = getattr(args, f"{side}_python")
+        if not os.access(python, os.X_OK):
+            raise HarnessError(f"--{side}-python {python}: not an executable file")
+
+
+def run(args: argparse.Namespace) -> int:
+    from harness.ab import SIDES, judge_ab
+    from harness.commands.run import TENSORFLOW_LOG_LEVEL
+    from harness.environment import capture_environment
+    from harness.paths import model_cache_dir, resolve_data_dir
+    from harness.plugins import get_host
+    from harness.report.markdown import render_markdown, render_text
+    from harness.runner import Runner
+    from harness.suite import load_suite, override
+    from harness.trials import Side, TrialConfig, run_trials
+
+    def as_tuple(values: list | None) -> tuple | None:
+        return tuple(values) if values else None
+
+    _check_ranges(args)
+    base, new = SIDES
+    sides = [
+        Side(base, args.base_python, _options(args.base_option, "--base-option")),
+        Side(new, args.new_python, _options(args.new_option, "--new-option")),
+    ]
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", TENSORFLOW_LOG_LEVEL)
+    host = get_host()
+    suite = override(
+        load_suite(args.suite or "quick"),
+        datasets=as_tuple(args.dataset),
+        models=as_tuple(args.model),
+        variants=as_tuple(args.variant),
+        backends=as_tuple(args.backend),
+        devices=as_tuple(args.device),
+        batch_sizes=as_tuple(args.batch_size),
+        steps=args.steps,
+    )
+    registry = host.registry()
+    plans = plan_cells(suite, registry)  # a bad plan fails before anything is made
+    rows = sum(len(plan.cells) for plan in plans) * len(suite.batch_sizes)
+    needed = minimum_pairs(args.alpha / rows)
+    if args.pairs < needed:
+        raise HarnessError(
+            f"--pairs {args.pairs} cannot show any change for {rows} rows at --alpha "
+            f"{args.alpha:g}: the signed-rank test needs at least {needed} pairs a row"
+        )
+    for side in sides:
+        for backend in side.backend_options:
+            if backend not in suite.backends:
+                raise HarnessError(
+                    f"--{side.name}-option names backend {backend!r}, which this comparison "
+                    f"does not run ({', '.join(suite.backends)})"
+                )
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    out_dir = Path(args.out or DEFAULT_OUT) / f"{stamp}-ab-{suite.name}"
+    out_dir.mkdir(parents=True, exist_ok=False)
+    print(f"A/B folder: {out_dir}", file=sys.stderr)
+    runner = Runner(
+        suite,
+        registry,
+        resolve_data_dir(args.data_dir),
+        out_dir,
+        model_cache_dir(),
+        progress=not args.no_progress,
+    )
+    prepared = runner.prepare_models()
+    cells = [
+        runner.cell_spec(cell, trained, eval_path)
+        for plan, trained, eval_path in prepared
+        for cell in plan.cells
+    ]
+    config = TrialConfig(
+        workers=args.workers,
+        rounds=args.pairs,
+        trial_seconds=args.trial_seconds,
+        seed=args.seed,
+        timeout_s=suite.worker_timeout_s,
+    )
+    try:
+        result = run_trials(cells, sides, config, out_dir / "work", not args.no_progress)
+    finally:
+        for _, _, eval_path in prepared:
+            eval_path.unlink(missing_ok=True)
+    verdicts = judge_ab(
+        result, args.percentile, args.alpha, args.threshold / 100, args.min_change / 100
+    )
+    record = {
+        "sides": [
+            {"name": s.name, "python": s.python, "backend_options": s.backend_options}
+            for s in sides
+        ],
+        "config": asdict(config),
+        "rule": _rule(args),
+        "environment": capture_environment(),
+        "verdicts": [{"key": list(key), **v.to_dict()} for key, v in verdicts.items()],
+        **result.to_dict(),
+    }
+    (out_dir / "ab.json").write_text(json.dumps(record, indent=1))
+    blocks = ab_document(record, verdicts, args)
+    (out_dir / "ab.md").write_text(render_markdown(blocks))
+    print(render_markdown(blocks) if args.markdown else render_text(blocks), end="")
+    regressions = [v for v in verdicts.values() if v.verdict == "regression"]
+    return EXIT_REGRESSION if regressions and not args.report_only else EXIT_OK
+
+
+def _rule(args: argparse.Namespace) -> str:
+    return (
+        f"p{args.percentile} of each trial; per row the Hodges-Lehmann change of "
+        f"NEW / BASE over {args.pairs} pairs, exact Wilcoxon signed-rank test, Holm over all "
+        f"rows at family-wise alpha {args.alpha:g} (intervals at the matching Bonferroni "
+        f"level); same: interval within ±{args.threshold:g}%; a verdict needs a change of at "
+        f"least {args.min_change:g}%"
+    )
+
+
+def ab_document(record: dict[str, Any], verdicts: dict, args: argparse.Namespace) -> list[Any]:
+    from harness.report.document import Bullets, Heading, Paragraph, Table
+
+    counts = Counter(v.verdict for v in verdicts.values())
+    sides = [
+        f"{side['name'].upper()}: {side['python']}"
+        + (f", options {json.dumps(side['backend_options'])}" if side["backend_options"] else "")
+        for side in record["sides"]
+    ]
+    seconds = record["seconds"]
+    rows = tuple(
+        (
+            *(str(part) for part in key),
+            f"{_median_ms(record, key, 'base', args.percentile):.4g}",
+            f"{_median_ms(record, key, 'new', args.percentile):.4g}",
+            verdict.describe(),
+            f"±{100 * verdict.noise_floor:.1f}%",
+            f"{verdict.p_adjusted:.2g}",
+            verdict.verdict.upper() if verdict.verdict == "regression" else verdict.verdict,
+        )
+        for key, verdict in verdicts.items()
+    )
+    headers = ("dataset", "model", "variant", "backend", "device", "batch")
+    headers += (f"base p{args.percentile} ms", f"new p{args.percentile} ms", "change [CI]")
+    headers += ("noise floor", "p (Holm)", "verdict")
+    summary = ", ".join(f"{name} {counts[name]}" for name in VERDICTS if counts[name])
+    return [
+        Heading(2, "harness ab"),
+        Bullets(tuple(sides)),
+        Paragraph(f"Rule: {record['rule']}."),
+        Table(headers, rows),
+        Paragraph(
+            f"{len(verdicts)} rows: {summary}. Workers started and prepared in "
+            f"{seconds.get('prepare', 0):.0f} s; trials took {seconds.get('trials', 0):.0f} s."
+        ),
+    ]
+
+
+def _median_ms(record: dict[str, Any], key: tuple, side: str, percentile: int) -> float:
+    for row in record["rows"]:
+        if tuple(row["key"]) == tuple(key):
+            values = [visit[side][f"p{percentile}_ns"] for visit in row["visits"]]
+            return statistics.median(values) / 1e6
+    return math.nan

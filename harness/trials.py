@@ -1,0 +1,177 @@
+"""Randomized interleaved trials: many cells, on one or two sides, timed turn by turn.
+
+For every side and backend, ``workers`` trial worker processes (:mod:`harness.trial_worker`)
+are started and kept alive. Then, round after round, every row (a cell at one batch size) is
+visited in a fresh random order; a visit times one short trial of the row on each side, back to
+back, in an order decided by a coin. The workers of a round rotate, so each process serves an
+equal share of the visits. Machine phases of seconds to minutes then fall on every row and side
+alike instead of on whichever ran at that moment (Abedi & Brecht's randomized multiple
+interleaved trials), and with two sides, the ratio within a visit cancels them.
+
+``harness ab`` visits two sides; ``harness run`` visits its own cells (one side) after measuring
+them, so that a stored run carries its own spread between trials.
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.trial_worker import TrialWorker
+from harness.worker import CellSpec
+
+RowKey = tuple[str, str, str, str, str, int]
+"""dataset, model, variant, backend, device, batch size: the identity of a report row."""
+
+
+@dataclass(frozen=True)
+class Side:
+    """Who runs a side's workers (an interpreter) and with which backend options."""
+
+    name: str
+    python: str = sys.executable
+    backend_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TrialConfig:
+    workers: int = 3
+    """Worker processes per side and backend; visits rotate over them."""
+    rounds: int = 30
+    """Visits per row."""
+    trial_seconds: float = 0.1
+    warmup_seconds: float = 0.02
+    """Calls before a trial's timing starts: the worker sat idle while the others ran."""
+    min_iterations: int = 5
+    """Calls per trial at least, however long a call takes."""
+    seed: int = 0
+    """Seeds the visiting order and the coin of each visit."""
+    timeout_s: float = 600.0
+    """Longest wait for one answer of a worker (preparing a nopool model included)."""
+
+
+@dataclass
+class RowTrials:
+    key: RowKey
+    visits: list[dict[str, Any]] = field(default_factory=list)
+    """One record per visit: ``round``, ``worker``, ``order`` (side names in the order they
+    ran) and, per side name, the trial's summary (:func:`harness.trial_worker.summarize_trial`)."""
+
+
+@dataclass
+class TrialsResult:
+    rows: list[RowTrials]
+    describe: dict[str, dict[str, Any]]
+    """Per side, what each cell's predictor reported (paths, threads, providers)."""
+    seconds: dict[str, float]
+    """Wall time of starting and preparing the workers (``prepare``) and of the trials."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "rows": [{"key": list(row.key), "visits": row.visits} for row in self.rows],
+            "describe": self.describe,
+            "seconds": self.seconds,
+        }
+
+
+def row_key(spec: CellSpec, batch_size: int) -> RowKey:
+    return (spec.dataset, spec.model, spec.variant, spec.backend, spec.device, batch_size)
+
+
+def run_trials(
+    cells: Sequence[CellSpec],
+    sides: Sequence[Side],
+    config: TrialConfig,
+    work_dir: Path,
+    progress: bool = True,
+    log: Callable[[str], None] = lambda line: print(line, file=sys.stderr),
+) -> TrialsResult:
+    """Start every side's workers, prepare their cells, and run the interleaved rounds.
+
+    Raises :class:`harness.trial_worker.TrialWorkerError` when a worker dies or cannot prepare.
+    """
+    by_group: dict[tuple[str, str], list[CellSpec]] = defaultdict(list)
+    for spec in cells:
+        by_group[(spec.backend, spec.device)].append(spec)
+    seconds: dict[str, float] = {}
+    started = time.perf_counter()
+    workers: dict[tuple[str, tuple[str, str]], list[TrialWorker]] = {}
+    describe: dict[str, dict[str, Any]] = {side.name: {} for side in sides}
+    try:
+        for side in sides:
+            for group in by_group:
+                workers[(side.name, group)] = [
+                    TrialWorker(
+                        side.python,
+                        work_dir / f"trials-{side.name}-{group[0]}-{group[1]}-{index}.log",
+                        config.timeout_s,
+                    )
+                    for index in range(config.workers)
+                ]
+        per = "per side and backend" if len(sides) > 1 else "per backend"
+        log(f"trials: preparing {len(workers) * config.workers} worker processes ({per})")
+        for side in sides:
+            for group, specs in by_group.items():
+                side_specs = [_with_options(spec, side) for spec in specs]
+                for worker in workers[(side.name, group)]:
+                    describe[side.name] |= worker.prepare(side_specs)["describe"]
+        seconds["prepare"] = time.perf_counter() - started
+        rows = [RowTrials(row_key(s, batch_size)) for s in cells for batch_size in s.batch_sizes]
+        started = time.perf_counter()
+        _visit(rows, [side.name for side in sides], workers, config, progress)
+        seconds["trials"] = time.perf_counter() - started
+    finally:
+        for pool in workers.values():
+            for worker in pool:
+                worker.close()
+    return TrialsResult(rows, describe, seconds)
+
+
+def _with_options(spec: CellSpec, side: Side) -> CellSpec:
+    options = {**spec.backend_options, **side.backend_options.get(spec.backend, {})}
+    return CellSpec(**{**asdict(spec), "trained": spec.trained, "backend_options": options})
+
+
+def _visit(
+    rows: list[RowTrials],
+    sides: list[str],
+    workers: Mapping[tuple[str, tuple[str, str]], list[TrialWorker]],
+    config: TrialConfig,
+    progress: bool,
+) -> None:
+    from tqdm import tqdm
+
+    rng = random.Random(config.seed)
+    bar = tqdm(
+        total=len(rows) * config.rounds,
+        desc="trials",
+        unit="visit",
+        disable=not progress,
+        file=sys.stderr,
+        dynamic_ncols=True,
+    )
+    with bar:
+        for round_index in range(config.rounds):
+            worker_index = round_index % config.workers
+            for row in rng.sample(rows, len(rows)):
+                dataset, model, variant, backend, device, batch_size = row.key
+                label = f"{dataset}-{model}-{variant}-{backend}-{device}"
+                order = rng.sample(sides, len(sides))
+                visit: dict[str, Any] = {"round": round_index, "worker": worker_index}
+                visit["order"] = order
+                for side in order:
+                    visit[side] = workers[(side, (backend, device))][worker_index].trial(
+                        label,
+                        batch_size,
+                        seconds=config.trial_seconds,
+                        warmup_seconds=config.warmup_seconds,
+                        min_iterations=config.min_iterations,
+                    )
+                row.visits.append(visit)
+                bar.update()

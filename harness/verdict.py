@@ -1,0 +1,234 @@
+"""Latency verdicts from trials: the change, its interval, the noise floor and the error control.
+
+The unit of evidence is a *trial* (a short, separately scheduled burst of timed calls,
+summarized by its median), never a raw sample: samples of one burst share the machine's state of
+that moment and are not independent draws of what another moment would give.
+
+Paired (``harness ab``): each pair is one trial of A and one of B, back to back in random order.
+Its log ratio ``d = log(B / A)`` carries the change. Under "no change" (A and B identical), the
+random order makes ``d`` and ``-d`` equally likely whatever the machine does, so the Wilcoxon
+signed-rank test is exact: its error rate is the nominal one without assuming normal, or even
+independent-of-time, noise. The change is estimated by the Hodges-Lehmann estimator (the median
+of the Walsh averages) and its interval is the one that inverts the same test.
+
+Unpaired (stored runs, ``harness compare``): each run's trials of a row are summarized by the mean
+of their log medians; the interval of the difference is Welch's t interval.
+
+Many rows: every row's p-value is adjusted by Holm's step-down method, which keeps the chance of
+even one false verdict in the whole comparison (the family-wise error rate) at most ``alpha``.
+The intervals are widened to match (Bonferroni level ``alpha / m``), so that a verdict and its
+interval never disagree.
+
+Noise floor: the half-width of the row's interval, in percent: a true change of that size is
+called with about even odds, a smaller one is lost in the noise. A row that shows no significant
+change is ``same`` when its interval lies within the threshold, and ``inconclusive`` when it does
+not (the data could not have shown a change of the size that matters).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+
+VERDICTS = ("regression", "improvement", "same", "inconclusive")
+
+
+@dataclass(frozen=True)
+class LatencyVerdict:
+    """One row's judgement; changes are relative (``0.05`` is 5% slower)."""
+
+    change: float
+    low: float
+    high: float
+    """The interval of the change, at the family-wide confidence (see the module doc)."""
+    noise_floor: float
+    p_value: float
+    p_adjusted: float
+    """Holm-adjusted over the rows judged together."""
+    trials: int
+    """Pairs (paired) or the smaller side's trials (unpaired)."""
+    verdict: str
+
+    def describe(self) -> str:
+        """``+12.3% [+8.1, +16.7]``: the change and its interval, in percent."""
+        return f"{100 * self.change:+.1f}% [{100 * self.low:+.1f}, {100 * self.high:+.1f}]"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "change": self.change,
+            "low": self.low,
+            "high": self.high,
+            "noise_floor": self.noise_floor,
+            "p_value": self.p_value,
+            "p_adjusted": self.p_adjusted,
+            "trials": self.trials,
+            "verdict": self.verdict,
+        }
+
+
+@lru_cache(maxsize=256)
+def _signed_rank_null(n: int) -> np.ndarray:
+    """P(T+ <= t) for t = 0..n(n+1)/2 under the null: every sign equally likely, no ties."""
+    counts = np.zeros(n * (n + 1) // 2 + 1)
+    counts[0] = 1.0
+    for rank in range(1, n + 1):
+        counts[rank:] = counts[rank:] + counts[:-rank].copy()
+    return np.cumsum(counts) / 2.0**n
+
+
+def signed_rank_p(differences: np.ndarray) -> float:
+    """Two-sided exact Wilcoxon signed-rank p-value (zeros dropped; tied ranks averaged, which
+    trial medians in interpolated nanoseconds rarely need)."""
+    d = differences[differences != 0]
+    n = d.size
+    if n == 0:
+        return 1.0
+    ranks = _average_ranks(np.abs(d))
+    t_plus = float(ranks[d > 0].sum())
+    cdf = _signed_rank_null(n)
+    total = n * (n + 1) / 2
+    low = min(t_plus, total - t_plus)
+    return min(1.0, 2.0 * float(cdf[math.floor(low)]))
+
+
+def _average_ranks(values: np.ndarray) -> np.ndarray:
+    from scipy.stats import rankdata
+
+    return rankdata(values, method="average")
+
+
+def hodges_lehmann_interval(
+    differences: np.ndarray, confidence: float
+) -> tuple[float, float, float]:
+    """The Hodges-Lehmann estimate of the centre of ``differences`` and the interval that
+    inverts the signed-rank test at ``confidence``: order statistics of the Walsh averages."""
+    d = np.asarray(differences, dtype=np.float64)
+    n = d.size
+    i, j = np.triu_indices(n)
+    walsh = np.sort((d[i] + d[j]) / 2.0)
+    estimate = float(np.median(walsh))
+    cdf = _signed_rank_null(n)
+    # c: the largest c with P(T+ <= c - 1) <= alpha / 2 (Hollander & Wolfe's C_alpha).
+    c = int(np.searchsorted(cdf, (1.0 - confidence) / 2.0, side="right"))
+    if c == 0:  # too few pairs for this confidence: the interval is unbounded
+        return estimate, -math.inf, math.inf
+    return estimate, float(walsh[c - 1]), float(walsh[walsh.size - c])
+
+
+def minimum_pairs(alpha: float) -> int:
+    """The fewest pairs whose signed-rank test can reach two-sided ``alpha`` at all: with
+    every sign alike, p is 2 / 2**n."""
+    return max(1, math.ceil(math.log2(2.0 / alpha)))
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjusted p-values (family-wise error control, any dependence)."""
+    m = len(p_values)
+    order = sorted(range(m), key=lambda k: p_values[k])
+    adjusted = [0.0] * m
+    running = 0.0
+    for step, k in enumerate(order):
+        running = max(running, min(1.0, (m - step) * p_values[k]))
+        adjusted[k] = running
+    return adjusted
+
+
+def _verdict(
+    low: float, high: float, significant: bool, change: float, threshold: float, min_change: float
+) -> str:
+    if significant and abs(change) >= min_change:
+        return "regression" if change > 0 else "improvement"
+    if -threshold <= low and high <= threshold:
+        return "same"
+    return "inconclusive"
+
+
+def _relative(log_value: float) -> float:
+    return math.expm1(log_value) if math.isfinite(log_value) else log_value
+
+
+def judge_paired(
+    log_ratios: Mapping[Any, np.ndarray],
+    alpha: float = 0.01,
+    threshold: float = 0.05,
+    min_change: float = 0.01,
+) -> dict[Any, LatencyVerdict]:
+    """Judge every row from its pairs' ``log(B / A)``; Holm over all rows at ``alpha``."""
+    keys = list(log_ratios)
+    p_values = [signed_rank_p(np.asarray(log_ratios[k], dtype=np.float64)) for k in keys]
+    adjusted = holm(p_values)
+    confidence = 1.0 - alpha / max(len(keys), 1)
+    verdicts = {}
+    for key, p_value, p_adj in zip(keys, p_values, adjusted, strict=True):
+        d = np.asarray(log_ratios[key], dtype=np.float64)
+        centre, low, high = hodges_lehmann_interval(d, confidence)
+        change, low, high = _relative(centre), _relative(low), _relative(high)
+        verdicts[key] = LatencyVerdict(
+            change=change,
+            low=low,
+            high=high,
+            noise_floor=(high - low) / 2.0,
+            p_value=p_value,
+            p_adjusted=p_adj,
+            trials=int(d.size),
+            verdict=_verdict(low, high, p_adj < alpha, change, threshold, min_change),
+        )
+    return verdicts
+
+
+def judge_unpaired(
+    base: Mapping[Any, np.ndarray],
+    new: Mapping[Any, np.ndarray],
+    alpha: float = 0.01,
+    threshold: float = 0.10,
+    run_noise: float = 0.0,
+) -> dict[Any, LatencyVerdict]:
+    """Judge every row from two runs' trial log-latencies; Holm over all rows at ``alpha``.
+
+    The change is the difference of the mean log trial latency (a ratio of geometric means).
+    Its variance is the trials' (Welch) plus ``2 * run_noise**2``: the spread between whole
+    runs that trials inside one run cannot see (the machine's state of the day, of the
+    process), measured by repeated runs. The degrees of freedom are Welch-Satterthwaite's,
+    the run-noise term counting as known. A change needs significance AND a size of at least
+    ``threshold`` to be a verdict.
+    """
+    from scipy.stats import t as student_t
+
+    keys = [key for key in base if key in new]
+    estimates, p_values = {}, []
+    for key in keys:
+        left, right = np.asarray(base[key], np.float64), np.asarray(new[key], np.float64)
+        if left.size < 2 or right.size < 2:
+            raise ValueError(f"row {key}: at least 2 trials a side are needed")
+        parts = np.array([left.var(ddof=1) / left.size, right.var(ddof=1) / right.size])
+        dofs = np.array([left.size - 1, right.size - 1])
+        variance = float(parts.sum()) + 2.0 * run_noise**2
+        denominator = float((parts**2 / dofs).sum())
+        dof = variance**2 / denominator if denominator > 0 else math.inf
+        centre = float(right.mean() - left.mean())
+        se = math.sqrt(variance)
+        p_values.append(1.0 if se == 0 else float(2 * student_t.sf(abs(centre) / se, dof)))
+        estimates[key] = (centre, se, dof, int(min(left.size, right.size)))
+    adjusted = holm(p_values)
+    level = 1.0 - alpha / max(len(keys), 1) / 2.0
+    verdicts = {}
+    for key, p_value, p_adj in zip(keys, p_values, adjusted, strict=True):
+        centre, se, dof, trials = estimates[key]
+        half = float(student_t.ppf(level, dof)) * se
+        change, low, high = _relative(centre), _relative(centre - half), _relative(centre + half)
+        verdicts[key] = LatencyVerdict(
+            change=change,
+            low=low,
+            high=high,
+            noise_floor=(high - low) / 2.0,
+            p_value=p_value,
+            p_adjusted=p_adj,
+            trials=trials,
+            verdict=_verdict(low, high, p_adj < alpha, change, threshold, threshold),
+        )
+    return verdicts

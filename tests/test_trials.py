@@ -1,0 +1,197 @@
+"""Interleaved trials and paired A/B, on test backends whose calls sleep a known time.
+
+Sleeping leaves the two cores free, so the known effect (the NEW side sleeps longer) is the
+only difference between the sides, whatever else the machine does.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from harness.ab import judge_ab, log_ratios
+from harness.api import TrainedModel
+from harness.suite import LatencyConfig
+from harness.trial_worker import TrialWorkerError, summarize_trial
+from harness.trials import Side, TrialConfig, run_trials
+from harness.worker import CellSpec
+
+SLEEPING_BACKENDS = """
+import os
+import time
+
+import numpy as np
+
+from harness import hookimpl
+from harness.api import Backend, Predictor
+
+
+class SleepingPredictor(Predictor):
+    def __init__(self, seconds):
+        self.seconds = seconds
+
+    def predict(self, batch):
+        time.sleep(self.seconds * len(batch))
+        return np.zeros((len(batch), 10), dtype=np.float32)
+
+    def describe(self):
+        return {"inference_path": "time.sleep", "sleep_ms": self.seconds * 1000}
+
+
+class SleepingBackend(Backend):
+    name = "sleeper"
+
+    def prepare(self, model, device, options):
+        return SleepingPredictor(options.get("sleep_ms", 1.0) / 1000)
+
+
+class ExitingPredictor(SleepingPredictor):
+    def predict(self, batch):
+        os._exit(3)
+
+
+class ExitingBackend(Backend):
+    name = "exiter"
+
+    def prepare(self, model, device, options):
+        return ExitingPredictor(0.001)
+
+
+class BrokenBackend(Backend):
+    name = "broken"
+
+    def prepare(self, model, device, options):
+        raise RuntimeError("cannot open the model")
+
+
+@hookimpl
+def register_backends(register):
+    for backend in (SleepingBackend, ExitingBackend, BrokenBackend):
+        register(backend())
+"""
+
+
+@pytest.fixture
+def sleeping_backends(
+    make_distribution: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The test backends, visible to worker processes through their entry points."""
+    site = make_distribution("harness-sleepers", "harness_sleepers", SLEEPING_BACKENDS)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.setenv("HARNESS_PLUGINS", "harness_sleepers")
+
+
+def cell(tmp_path: Path, backend: str, **options: Any) -> CellSpec:
+    eval_path = tmp_path / "eval.npz"
+    if not eval_path.exists():
+        images = np.zeros((8, 4, 4, 1), dtype=np.uint8)
+        np.savez(eval_path, images=images, labels=np.zeros(8, np.int64))
+    trained = TrainedModel(
+        dataset="tiny",
+        model="none",
+        variant="plain",
+        keras_path=tmp_path / "absent.keras",
+        artifact_dir=tmp_path / "artifacts",
+        cache_key="k",
+    )
+    return CellSpec(
+        dataset="tiny",
+        model="none",
+        variant="plain",
+        backend=backend,
+        device="cpu",
+        trained=trained,
+        eval_path=eval_path,
+        batch_sizes=(1, 2),
+        latency=LatencyConfig(),
+        backend_options=options,
+    )
+
+
+FAST = TrialConfig(workers=2, rounds=12, trial_seconds=0.02, warmup_seconds=0.0, timeout_s=60)
+
+
+def test_summarize_trial_gives_size_mean_and_percentiles() -> None:
+    summary = summarize_trial(np.arange(1, 101, dtype=np.int64))
+    assert summary["iterations"] == 100
+    assert summary["mean_ns"] == 50.5
+    assert summary["p50_ns"] == 50.5
+    assert summary["p99_ns"] == pytest.approx(99.01)
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("sleeping_backends")
+def test_every_row_is_visited_every_round_by_rotating_workers(tmp_path: Path) -> None:
+    result = run_trials(
+        [cell(tmp_path, "sleeper", sleep_ms=1.0)], [Side("run")], FAST, tmp_path / "work", False
+    )
+    assert [row.key[-1] for row in result.rows] == [1, 2]
+    for row in result.rows:
+        assert [visit["round"] for visit in row.visits] == list(range(FAST.rounds))
+        assert [visit["worker"] for visit in row.visits] == [r % 2 for r in range(FAST.rounds)]
+        p50_ms = np.median([visit["run"]["p50_ns"] for visit in row.visits]) / 1e6
+        assert p50_ms >= row.key[-1] * 1.0  # sleeps 1 ms per image
+    assert result.describe["run"]["tiny-none-plain-sleeper-cpu"]["sleep_ms"] == 1.0
+    assert set(result.seconds) == {"prepare", "trials"}
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("sleeping_backends")
+def test_a_paired_ab_catches_a_known_slowdown_and_clears_identical_sides(
+    tmp_path: Path,
+) -> None:
+    sides = [Side("base"), Side("new", backend_options={"sleeper": {"sleep_ms": 2.6}})]
+    result = run_trials(
+        [cell(tmp_path, "sleeper", sleep_ms=2.0)], sides, FAST, tmp_path / "work", False
+    )
+    for row in result.rows:
+        assert {tuple(visit["order"]) for visit in row.visits} <= {
+            ("base", "new"),
+            ("new", "base"),
+        }
+        assert np.median(log_ratios(row)) == pytest.approx(math.log(1.3), abs=0.08)
+    verdicts = judge_ab(result, 50, alpha=0.01, threshold=0.05, min_change=0.01)
+    assert {v.verdict for v in verdicts.values()} == {"regression"}
+    for verdict in verdicts.values():
+        assert verdict.low < 0.3 < verdict.high or abs(verdict.change - 0.3) < 0.08
+
+    same = run_trials(
+        [cell(tmp_path, "sleeper", sleep_ms=2.0)],
+        [Side("base"), Side("new")],
+        FAST,
+        tmp_path / "work-aa",
+        False,
+    )
+    verdicts = judge_ab(same, 50, alpha=0.01, threshold=0.05, min_change=0.01)
+    assert {v.verdict for v in verdicts.values()} <= {"same", "inconclusive"}
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("sleeping_backends")
+def test_a_worker_that_dies_in_a_trial_is_an_error_naming_its_log(tmp_path: Path) -> None:
+    with pytest.raises(TrialWorkerError, match=r"died \(exit code 3\).*log"):
+        run_trials([cell(tmp_path, "exiter")], [Side("run")], FAST, tmp_path / "work", False)
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("sleeping_backends")
+def test_a_backend_that_cannot_prepare_is_an_error_with_its_message(tmp_path: Path) -> None:
+    with pytest.raises(TrialWorkerError, match="cannot open the model"):
+        run_trials([cell(tmp_path, "broken")], [Side("run")], FAST, tmp_path / "work", False)
+
+
+def test_a_missing_interpreter_is_an_error_naming_it(tmp_path: Path) -> None:
+    with pytest.raises(TrialWorkerError, match="/no/such/python"):
+        run_trials(
+            [cell(tmp_path, "sleeper")],
+            [Side("run", python="/no/such/python")],
+            FAST,
+            tmp_path / "work",
+            False,
+        )

@@ -1,0 +1,92 @@
+"""The statistics behind latency verdicts, checked against scipy and by simulation."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy.stats import wilcoxon
+
+from harness.verdict import (
+    hodges_lehmann_interval,
+    holm,
+    judge_paired,
+    minimum_pairs,
+    signed_rank_p,
+)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_signed_rank_p_matches_scipy_exact(seed: int) -> None:
+    d = np.random.default_rng(seed).normal(0.01, 0.03, size=20)
+    assert signed_rank_p(d) == pytest.approx(wilcoxon(d, method="exact").pvalue, rel=1e-9)
+
+
+def test_signed_rank_p_of_all_zero_differences_is_one() -> None:
+    assert signed_rank_p(np.zeros(10)) == 1.0
+
+
+def test_hodges_lehmann_interval_covers_at_its_confidence() -> None:
+    rng = np.random.default_rng(1)
+    trials, covered = 2000, 0
+    for _ in range(trials):
+        d = rng.standard_t(3, size=25) + 0.5  # heavy tails: no normality assumed
+        _, low, high = hodges_lehmann_interval(d, 0.90)
+        covered += low <= 0.5 <= high
+    # 2,000 draws: the binomial standard error of 0.90 is 0.0067.
+    assert 0.88 <= covered / trials <= 0.93
+
+
+def test_hodges_lehmann_interval_is_unbounded_with_too_few_pairs() -> None:
+    # Five pairs cannot reach 99%: the smallest two-sided p is 2 / 32.
+    _, low, high = hodges_lehmann_interval(np.array([1.0, 2, 3, 4, 5]), 0.99)
+    assert (low, high) == (-math.inf, math.inf)
+
+
+def test_holm_adjusts_step_down_and_stays_monotone() -> None:
+    assert holm([0.01, 0.04, 0.03, 0.5]) == pytest.approx([0.04, 0.09, 0.09, 0.5])
+
+
+def test_identical_sides_rarely_give_a_verdict() -> None:
+    """A/A: family-wise false verdicts at most alpha (here over 300 comparisons of 4 rows)."""
+    rng = np.random.default_rng(2)
+    false = 0
+    for _ in range(300):
+        rows = {row: rng.normal(0.0, 0.04, size=30) for row in range(4)}
+        verdicts = judge_paired(rows, alpha=0.05, threshold=0.05)
+        false += any(v.verdict in ("regression", "improvement") for v in verdicts.values())
+    assert false / 300 <= 0.05 + 3 * math.sqrt(0.05 * 0.95 / 300)
+
+
+def test_a_real_slowdown_is_a_regression_with_its_interval() -> None:
+    rng = np.random.default_rng(3)
+    verdict = judge_paired({"row": math.log(1.10) + rng.normal(0, 0.02, size=30)})["row"]
+    assert verdict.verdict == "regression"
+    assert verdict.low < 0.10 < verdict.high
+    assert verdict.describe().startswith("+")
+
+
+def test_noisy_rows_are_inconclusive_and_quiet_ones_same() -> None:
+    rng = np.random.default_rng(4)
+    verdicts = judge_paired(
+        {"noisy": rng.normal(0, 0.5, size=30), "quiet": rng.normal(0, 0.005, size=30)},
+        threshold=0.05,
+    )
+    assert verdicts["noisy"].verdict == "inconclusive"
+    assert verdicts["noisy"].noise_floor > 0.05
+    assert verdicts["quiet"].verdict == "same"
+    assert verdicts["quiet"].noise_floor < 0.05
+
+
+def test_a_significant_change_below_min_change_is_not_a_regression() -> None:
+    rng = np.random.default_rng(5)
+    d = math.log(1.004) + rng.normal(0, 0.0005, size=40)
+    verdict = judge_paired({"row": d}, min_change=0.01)["row"]
+    assert verdict.p_adjusted < 0.01
+    assert verdict.verdict == "same"
+
+
+def test_minimum_pairs_is_where_the_test_first_reaches_alpha() -> None:
+    n = minimum_pairs(0.01 / 4)
+    assert signed_rank_p(np.ones(n)) <= 0.01 / 4 < signed_rank_p(np.ones(n - 1))
