@@ -1,10 +1,15 @@
 """Compare two runs row by row: what regressed, what improved, what changed, what is missing.
 
-Latency needs two kinds of evidence before it counts: a Mann-Whitney U test on the raw samples
-(is the shift real?) AND a change of the chosen percentile beyond a threshold (is it big enough to
-matter?). The test uses the normal approximation with tie and continuity corrections (samples are
-integer nanoseconds, so ties happen); it is conservative for tiny samples: with 5 samples a side
-the smallest possible p is 0.012, so 5 samples never prove a change at alpha 0.01.
+Latency is judged by the trials of each run's trial phase (``latency.trial_rounds``), never by
+raw samples: samples of one run share its moment on the machine, so a test on them only asks
+"were these runs made at different times", which is always yes. Per row the change is the ratio
+of the trials' geometric means with a Welch interval widened by the spread between whole runs
+that trials cannot see (``run_noise``); Holm's method holds the family-wise error rate over all
+rows at ``alpha``. A row is a regression when the change is significant and beyond the
+threshold, ``same`` when its interval lies within the threshold, and ``inconclusive`` when
+neither: its noise floor (the interval's half-width) is reported with it. Rows without trials
+on both sides are ``untested``. :mod:`harness.verdict` has the statistics; for changes smaller
+than a stored run can show, ``harness ab`` measures both sides interleaved.
 
 Rows are matched on their identity (dataset, model, variant, backend, device, batch size).
 Environments must match (CPU model, vendor/family/model, thread settings, library major versions)
@@ -15,7 +20,7 @@ kernels (AVX2 or AVX-512 VNNI, say), so only ``--metrics deterministic`` reads s
 
 from __future__ import annotations
 
-from collections import defaultdict
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,8 +28,10 @@ import numpy as np
 
 from harness.errors import DataError, HarnessError
 from harness.report.frames import RunTables
-from harness.report.schema import IDENTITY, LATENCY_PERCENTILES
+from harness.report.schema import IDENTITY
 from harness.report.store import summary_records
+from harness.trial_worker import TRIAL_QUANTILES
+from harness.verdict import judge_unpaired
 
 DETERMINISTIC_COLUMNS = (
     "params_total",
@@ -36,6 +43,11 @@ DETERMINISTIC_COLUMNS = (
 """Counts that do not depend on the machine: a change means the model changed."""
 
 METRIC_SETS = ("all", "deterministic")
+MIN_TRIALS = 3
+"""Trials a side needs before a row's latency is judged."""
+DEFAULT_RUN_NOISE = 0.05
+"""Standard deviation of a row's log latency between whole runs beyond what its trials show,
+measured by ``benchmarks/test_verdict_validity.py`` on this project's CI machine (README)."""
 
 
 class EnvironmentMismatch(HarnessError):
@@ -45,9 +57,11 @@ class EnvironmentMismatch(HarnessError):
 @dataclass(frozen=True)
 class CompareOptions:
     alpha: float = 0.01
-    """Mann-Whitney U two-sided p-value below which a latency shift is significant."""
+    """Family-wise error rate of the latency verdicts (Holm over the rows)."""
     threshold: float = 0.10
-    """Relative change of the percentile beyond which a latency shift matters."""
+    """Relative latency change that matters: smaller is ``same`` when the interval shows it."""
+    run_noise: float = DEFAULT_RUN_NOISE
+    """Spread between whole runs that one run's trials cannot see (relative, one run)."""
     percentile: int = 50
     accuracy_drop_pp: float = 0.5
     """Accuracy drop, in percentage points, that is a regression."""
@@ -64,11 +78,15 @@ class Finding:
     new: str
     change: str
     verdict: str
-    """``regression``, ``improvement``, ``changed``, ``same``, or ``untested`` (a latency moved
-    beyond the threshold but a run kept no raw samples to test)."""
+    """``regression``, ``improvement``, ``changed``, ``same``, ``inconclusive`` (a latency whose
+    noise floor is above the threshold), or ``untested`` (a latency row without trials on both
+    sides)."""
     gates: bool
     """Whether this finding fails the comparison (exit 1)."""
     p_value: float | None = None
+    """Holm-adjusted over the comparison's latency rows."""
+    noise_floor: float | None = None
+    """Half-width of the latency change's interval (relative): smaller changes are noise."""
 
 
 @dataclass
@@ -191,15 +209,6 @@ def _index(tables: RunTables, label: str) -> dict[tuple[Any, ...], dict[str, Any
     return rows
 
 
-def _samples(tables: RunTables) -> dict[tuple[Any, ...], np.ndarray]:
-    samples = tables.samples
-    if samples.empty:
-        return {}
-    latency = samples["latency_ns"].to_numpy(dtype=np.float64)
-    grouped = samples.groupby(list(IDENTITY), observed=True, sort=False)
-    return {_identity(key): latency[positions] for key, positions in grouped.indices.items()}
-
-
 def _show(value: Any) -> str:
     if value is None:
         return "-"
@@ -262,53 +271,56 @@ def _accuracy(key: tuple, base: dict, new: dict, options: CompareOptions) -> lis
     return findings
 
 
+def _trial_latencies(tables: RunTables, percentile: int) -> dict[tuple[Any, ...], np.ndarray]:
+    """Each row's trial latencies (the chosen percentile of every trial), as logs."""
+    trials = tables.trials
+    column = f"p{percentile}_ns"
+    if trials.empty or column not in trials:
+        return {}
+    values = np.log(trials[column].to_numpy(dtype=np.float64))
+    grouped = trials.groupby(list(IDENTITY), observed=True, sort=False)
+    return {_identity(key): values[positions] for key, positions in grouped.indices.items()}
+
+
 def _latency(
-    pending: list[tuple[tuple, float, float, np.ndarray, np.ndarray]],
-    options: CompareOptions,
+    pending: list[tuple[tuple, np.ndarray, np.ndarray]], options: CompareOptions
 ) -> list[Finding]:
-    """Mann-Whitney U on every row whose percentile moved beyond the threshold.
-
-    Rows are tested in batches of equal sample counts, so that scipy vectorises the work.
-    """
-    from scipy.stats import mannwhitneyu
-
-    by_shape: dict[tuple[int, int], list[int]] = defaultdict(list)
-    for position, (_, _, _, left, right) in enumerate(pending):
-        by_shape[(left.size, right.size)].append(position)
-    p_values = np.full(len(pending), np.nan)
-    for positions in by_shape.values():
-        left = np.stack([pending[i][3] for i in positions])
-        right = np.stack([pending[i][4] for i in positions])
-        result = mannwhitneyu(left, right, alternative="two-sided", method="asymptotic", axis=1)
-        p_values[positions] = result.pvalue
+    """Judge every row with trials on both sides together, so Holm sees the whole family."""
+    base = {key: left for key, left, _ in pending}
+    new = {key: right for key, _, right in pending}
+    verdicts = judge_unpaired(
+        base, new, alpha=options.alpha, threshold=options.threshold, run_noise=options.run_noise
+    )
     metric = f"p{options.percentile}_ms"
     findings = []
-    for (key, left_ms, right_ms, _, _), p_value in zip(pending, p_values, strict=True):
-        verdict = "same"
-        if p_value < options.alpha:
-            verdict = "regression" if right_ms > left_ms else "improvement"
-        findings.append(_latency_finding(key, metric, left_ms, right_ms, verdict, float(p_value)))
+    for key, left, right in pending:
+        verdict = verdicts[key]
+        findings.append(
+            Finding(
+                key,
+                metric,
+                f"{math.exp(left.mean()) / 1e6:.4g}",
+                f"{math.exp(right.mean()) / 1e6:.4g}",
+                verdict.describe(),
+                verdict.verdict,
+                verdict.verdict == "regression",
+                verdict.p_adjusted,
+                verdict.noise_floor,
+            )
+        )
     return findings
 
 
-def _latency_finding(
-    key: tuple,
-    metric: str,
-    left_ms: float,
-    right_ms: float,
-    verdict: str,
-    p_value: float | None = None,
-) -> Finding:
-    change = right_ms / left_ms - 1
+def _untested_latency(key: tuple, metric: str, left_ms: float, right_ms: float) -> Finding:
+    """A row without trials on both sides: its change is shown, and judged by nothing."""
     return Finding(
         key,
         metric,
         f"{left_ms:.4g}",
         f"{right_ms:.4g}",
-        f"{100 * change:+.1f}%",
-        verdict,
-        verdict == "regression",
-        p_value,
+        f"{100 * (right_ms / left_ms - 1):+.1f}%",
+        "untested",
+        False,
     )
 
 
@@ -316,8 +328,8 @@ def compare_runs(base: RunTables, new: RunTables, options: CompareOptions) -> Co
     """Match rows on identity and judge each metric; raises EnvironmentMismatch when not allowed."""
     if options.metrics not in METRIC_SETS:
         raise HarnessError(f"--metrics must be one of {', '.join(METRIC_SETS)}")
-    if options.percentile not in LATENCY_PERCENTILES:
-        allowed = ", ".join(map(str, LATENCY_PERCENTILES))
+    if options.percentile not in TRIAL_QUANTILES:
+        allowed = ", ".join(map(str, TRIAL_QUANTILES))
         raise HarnessError(f"--percentile must be one of {allowed}, got {options.percentile}")
     base_rows, new_rows = _index(base, "BASE"), _index(new, "NEW")
     matched = [key for key in base_rows if key in new_rows]
@@ -328,8 +340,8 @@ def compare_runs(base: RunTables, new: RunTables, options: CompareOptions) -> Co
     pending = []
     unjudged_latency = []
     metric = f"p{options.percentile}_ms"
-    base_samples = {} if deterministic_only else _samples(base)
-    new_samples = {} if deterministic_only else _samples(new)
+    base_trials = {} if deterministic_only else _trial_latencies(base, options.percentile)
+    new_trials = {} if deterministic_only else _trial_latencies(new, options.percentile)
     for key in matched:
         left, right = base_rows[key], new_rows[key]
         findings += _deterministic(key, left, right)
@@ -339,19 +351,15 @@ def compare_runs(base: RunTables, new: RunTables, options: CompareOptions) -> Co
         left_ms, right_ms = left.get(metric), right.get(metric)
         if left_ms is None or right_ms is None or left_ms <= 0:
             continue
-        change = right_ms / left_ms - 1
-        left_samples, right_samples = base_samples.get(key), new_samples.get(key)
+        left_trials, right_trials = base_trials.get(key), new_trials.get(key)
         if (
-            abs(change) > options.threshold
-            and left_samples is not None
-            and right_samples is not None
+            left_trials is not None
+            and right_trials is not None
+            and min(left_trials.size, right_trials.size) >= MIN_TRIALS
         ):
-            pending.append((key, left_ms, right_ms, left_samples, right_samples))
+            pending.append((key, left_trials, right_trials))
         else:
-            # Within the threshold it is no change, whatever p says; beyond it without raw
-            # samples there is no evidence either way.
-            verdict = "same" if abs(change) <= options.threshold else "untested"
-            unjudged_latency.append(_latency_finding(key, metric, left_ms, right_ms, verdict))
+            unjudged_latency.append(_untested_latency(key, metric, left_ms, right_ms))
     findings += _latency(pending, options) if pending else []
     findings += unjudged_latency
     return Comparison(

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -24,6 +24,9 @@ from harness.journal import JOURNAL_NAME, Journal
 from harness.planner import CellKey, ModelKey, ModelPlan, plan_cells
 from harness.registry import Registry
 from harness.suite import Suite, suite_from_dict
+
+if TYPE_CHECKING:
+    from harness.worker import CellSpec
 
 FAILED_STATUSES = frozenset({"failed", "timeout", "crashed"})
 SYNTHETIC_SIZES = {"train": 600, "test": 200}
@@ -108,6 +111,7 @@ class Runner:
         plans = plan_cells(self.suite, self.registry)
         outcome = RunOutcome(self.run_dir)
         done_models, done_cells = self._journal_state(outcome)
+        measured: list[CellSpec] = []  # measured ok by this invocation: trials time them again
         if self.suite.synthetic_data:
             self._write_synthetic_data()
         by_dataset: dict[str, list[ModelPlan]] = defaultdict(list)
@@ -131,7 +135,12 @@ class Runner:
                     record = self._measure(cell, trained, eval_path)
                     self.journal.append(record)
                     outcome.cells[record["status"]] += 1
-                eval_path.unlink()  # test images again: tens of MB per model, made anew on resume
+                    if record["status"] == "ok":
+                        measured.append(self.cell_spec(cell, trained, eval_path))
+                if not self.suite.latency.trial_rounds:
+                    eval_path.unlink()  # tens of MB per model, made anew on resume
+        if measured and self.suite.latency.trial_rounds:
+            self._trial_phase(measured)
         end: dict[str, Any] = {"type": "end"}
         if self.measure_peak is not None:
             end["gemm_peak"] = self.measure_peak()
@@ -142,6 +151,86 @@ class Runner:
         }
         self.journal.append(end)
         return outcome
+
+    def _trial_phase(self, cells: list[CellSpec]) -> None:
+        """Time every measured row again in short trials, interleaved in random order across
+        cells and spread over several worker processes, and journal one ``trials`` record per
+        row: the trials' spread is what ``harness compare`` judges a stored run's latency by.
+        A failure here costs the trials, never the cells already measured."""
+        from harness.trial_worker import TrialWorkerError
+        from harness.trials import Side, TrialConfig, run_trials
+
+        latency = self.suite.latency
+        config = TrialConfig(
+            workers=latency.trial_workers,
+            rounds=latency.trial_rounds,
+            trial_seconds=latency.trial_seconds,
+            seed=self.suite.seed,
+            timeout_s=self.suite.worker_timeout_s,
+        )
+        try:
+            result = run_trials(
+                cells, [Side("run")], config, self.run_dir / "work", self.progress, self.log
+            )
+        except TrialWorkerError as exc:
+            self.log(f"warning: the trial phase failed, so this run has no trials: {exc}")
+            return
+        finally:
+            for path in {cell.eval_path for cell in cells}:
+                path.unlink(missing_ok=True)
+        self.phases["trials"] += sum(result.seconds.values())
+        for row in result.rows:
+            dataset, model, variant, backend, device, batch_size = row.key
+            self.journal.append(
+                {
+                    "type": "trials",
+                    "dataset": dataset,
+                    "model": model,
+                    "variant": variant,
+                    "backend": backend,
+                    "device": device,
+                    "batch_size": batch_size,
+                    "trials": [
+                        {"round": v["round"], "worker": v["worker"], **v["run"]} for v in row.visits
+                    ],
+                }
+            )
+
+    def prepare_models(self) -> list[tuple[ModelPlan, TrainedModel, Path]]:
+        """Train or reuse every model of the plan and write its evaluation inputs, measuring
+        nothing: for ``harness ab``, which times the cells itself. The caller deletes the
+        evaluation files when done."""
+        if self.suite.synthetic_data:
+            self._write_synthetic_data()
+        prepared = []
+        loaded: dict[str, tuple[LabelledImages, LabelledImages]] = {}
+        for plan in plan_cells(self.suite, self.registry):
+            if plan.key.dataset not in loaded:
+                loaded[plan.key.dataset] = self._load(plan.key.dataset)
+            train, test = loaded[plan.key.dataset]
+            backends = {cell.backend for cell in plan.cells}
+            trained, eval_path = self._prepare_model(plan.key, train, test, False, backends)
+            prepared.append((plan, trained, eval_path))
+        return prepared
+
+    def cell_spec(self, cell: CellKey, trained: TrainedModel, eval_path: Path) -> CellSpec:
+        """What a worker needs to measure ``cell`` with this suite's settings."""
+        from harness.worker import CellSpec
+
+        key = cell.model_key
+        return CellSpec(
+            dataset=key.dataset,
+            model=key.model,
+            variant=key.variant,
+            backend=cell.backend,
+            device=cell.device,
+            trained=trained,
+            eval_path=eval_path,
+            batch_sizes=self.suite.batch_sizes,
+            latency=self.suite.latency,
+            backend_options=self.suite.backend_options.get(cell.backend, {}),
+            seed=self.suite.seed,
+        )
 
     def start_journal(
         self,
@@ -297,22 +386,10 @@ class Runner:
             self.phases["export"] += time.perf_counter() - t0
 
     def _measure(self, cell: CellKey, trained: TrainedModel, eval_path: Path) -> dict[str, Any]:
-        from harness.worker import CellSpec, run_cell_subprocess
+        from harness.worker import run_cell_subprocess
 
         key = cell.model_key
-        spec = CellSpec(
-            dataset=key.dataset,
-            model=key.model,
-            variant=key.variant,
-            backend=cell.backend,
-            device=cell.device,
-            trained=trained,
-            eval_path=eval_path,
-            batch_sizes=self.suite.batch_sizes,
-            latency=self.suite.latency,
-            backend_options=self.suite.backend_options.get(cell.backend, {}),
-            seed=self.suite.seed,
-        )
+        spec = self.cell_spec(cell, trained, eval_path)
         label = f"{key.slug()} on {cell.backend}/{cell.device}"
         self.log(f"{label}: measuring in a worker (timeout {self.suite.worker_timeout_s:.0f} s)")
         record = run_cell_subprocess(spec, self.suite.worker_timeout_s, self.run_dir / "work")

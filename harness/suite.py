@@ -50,6 +50,14 @@ class LatencyConfig:
     min_seconds: float = 2.0
     max_iterations: int = 100_000
     max_seconds: float = 60.0
+    trial_rounds: int = 0
+    """After every cell is measured, time each row again in this many short trials,
+    interleaved across cells (:mod:`harness.trials`); ``harness compare`` judges by them.
+    0: no trial phase."""
+    trial_workers: int = 2
+    """Worker processes per backend in the trial phase; trials rotate over them."""
+    trial_seconds: float = 0.1
+    """Timed seconds per trial (and at least 5 calls)."""
 
 
 @dataclass(frozen=True)
@@ -118,6 +126,8 @@ _LIMITS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "training.train_subset": (lambda v: v >= 0, "be 0 (all) or a number of images"),
     "latency.max_iterations": (lambda v: v >= 1, "be at least 1"),
     "latency.max_seconds": (lambda v: v > 0, "be positive"),
+    "latency.trial_workers": (lambda v: v >= 1, "be at least 1"),
+    "latency.trial_seconds": (lambda v: v > 0, "be positive"),
 }
 """What each number may be beyond its type, by dotted key; any other number must not be
 negative. Every float must be finite as well (TOML and ``float()`` read ``nan`` and ``inf``)."""

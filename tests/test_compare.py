@@ -13,6 +13,7 @@ from harness.report.store import (
     RUN_JSON,
     SAMPLES_PARQUET,
     SUMMARY_PARQUET,
+    TRIALS_PARQUET,
     write_parquet,
     write_run_json,
 )
@@ -22,6 +23,7 @@ from harness.report.synthetic import (
     journal_records,
     model_record,
     run_record,
+    trials_record,
 )
 
 
@@ -31,6 +33,7 @@ def write_run(folder: Path, records: list[dict]) -> Path:
     tables = build_tables(records, folder / "journal.jsonl")
     write_parquet(tables.summary, folder / SUMMARY_PARQUET)
     write_parquet(tables.samples, folder / SAMPLES_PARQUET)
+    write_parquet(tables.trials, folder / TRIALS_PARQUET)
     write_run_json(tables, folder / RUN_JSON)
     return folder
 
@@ -41,13 +44,21 @@ def one_cell_run(
     samples: int,
     seed: int,
     env: dict | None = None,
+    trials: int = 10,
+    trial_noise: float = 0.02,
     **cell: object,
 ) -> Path:
+    """One cell at batch sizes 1 and 8, with ``trials`` trials per row (0: no trial phase)."""
     records = [
         run_record(folder.name, env=env),
         model_record(),
         cell_record(latency_ms=latency_ms, samples=samples, seed=seed, **cell),
     ]
+    if trials:
+        records += [
+            trials_record(batch, latency_ms * batch, trials, trial_noise, seed * 10 + batch)
+            for batch in (1, 8)
+        ]
     return write_run(folder, records)
 
 
@@ -57,44 +68,70 @@ def compare(capsys, *args: object) -> tuple[int, str, str]:
     return code, out, err
 
 
-def test_a_20_percent_shift_over_500_samples_is_a_regression(tmp_path, capsys):
-    base = one_cell_run(tmp_path / "base", 1.0, 500, seed=1)
-    new = one_cell_run(tmp_path / "new", 1.2, 500, seed=2)
-    code, out, _ = compare(capsys, base, new)
+def test_a_30_percent_shift_of_the_trials_is_a_regression(tmp_path, capsys):
+    base = one_cell_run(tmp_path / "base", 1.0, 50, seed=1)
+    new = one_cell_run(tmp_path / "new", 1.3, 50, seed=2)
+    code, out, _ = compare(capsys, base, new, "--run-noise", "2")
     assert code == 1
     assert "REGRESSION" in out and "p50_ms" in out
+    assert "+30" in out or "+29" in out or "+31" in out  # the change, with its interval
 
 
-def test_a_20_percent_speedup_is_an_improvement_not_a_failure(tmp_path, capsys):
-    base = one_cell_run(tmp_path / "base", 1.2, 500, seed=1)
-    new = one_cell_run(tmp_path / "new", 1.0, 500, seed=2)
-    code, out, _ = compare(capsys, base, new)
+def test_a_speedup_is_an_improvement_not_a_failure(tmp_path, capsys):
+    base = one_cell_run(tmp_path / "base", 1.3, 50, seed=1)
+    new = one_cell_run(tmp_path / "new", 1.0, 50, seed=2)
+    code, out, _ = compare(capsys, base, new, "--run-noise", "2")
     assert code == 0
     assert "improvement" in out
 
 
-def test_noise_without_a_shift_is_not_a_regression(tmp_path, capsys):
-    base = one_cell_run(tmp_path / "base", 1.0, 500, seed=1)
-    new = one_cell_run(tmp_path / "new", 1.0, 500, seed=2)
-    code, out, _ = compare(capsys, base, new, "--all")
+def test_identical_runs_are_same_with_their_noise_floor(tmp_path, capsys):
+    base = one_cell_run(tmp_path / "base", 1.0, 50, seed=1)
+    new = one_cell_run(tmp_path / "new", 1.0, 50, seed=2)
+    code, out, _ = compare(capsys, base, new, "--all", "--run-noise", "1")
     assert code == 0
-    assert "regression" not in out.lower().replace("no regression", "")
+    assert out.count("| same") + out.count(" same ") >= 2
+    assert "±" in out
 
 
-def test_a_15_percent_shift_over_5_samples_is_not_significant(tmp_path, capsys):
-    base = one_cell_run(tmp_path / "base", 1.0, 5, seed=1)
-    new = one_cell_run(tmp_path / "new", 1.15, 5, seed=2)
+def test_a_row_noisier_than_the_threshold_is_inconclusive_not_a_verdict(tmp_path, capsys):
+    base = one_cell_run(tmp_path / "base", 1.0, 50, seed=1, trial_noise=0.3)
+    new = one_cell_run(tmp_path / "new", 1.15, 50, seed=2, trial_noise=0.3)
     code, out, _ = compare(capsys, base, new, "--all")
     assert code == 0
-    assert "+1" in out  # the shift is shown (about +15%) ...
-    assert "REGRESSION" not in out  # ... but 5 samples cannot prove it
+    assert "inconclusive" in out and "REGRESSION" not in out
+
+
+def test_run_noise_widens_the_interval_until_a_change_is_inconclusive(tmp_path, capsys):
+    base = one_cell_run(tmp_path / "base", 1.0, 50, seed=1)
+    new = one_cell_run(tmp_path / "new", 1.3, 50, seed=2)
+    assert compare(capsys, base, new, "--run-noise", "2")[0] == 1
+    code, out, _ = compare(capsys, base, new, "--run-noise", "30")
+    assert code == 0
+    assert "inconclusive" in out
 
 
 def test_a_significant_shift_below_the_threshold_is_not_a_regression(tmp_path, capsys):
-    base = one_cell_run(tmp_path / "base", 1.0, 2000, seed=1)
-    new = one_cell_run(tmp_path / "new", 1.05, 2000, seed=2)
-    assert compare(capsys, base, new)[0] == 0
-    assert compare(capsys, base, new, "--threshold", "3")[0] == 1
+    base = one_cell_run(tmp_path / "base", 1.0, 50, seed=1, trial_noise=0.005)
+    new = one_cell_run(tmp_path / "new", 1.05, 50, seed=2, trial_noise=0.005)
+    assert compare(capsys, base, new, "--run-noise", "0.5")[0] == 0
+    assert compare(capsys, base, new, "--run-noise", "0.5", "--threshold", "3")[0] == 1
+
+
+def test_rows_without_trials_are_untested_and_do_not_gate(tmp_path, capsys):
+    base = one_cell_run(tmp_path / "base", 1.0, 500, seed=1, trials=0)
+    new = one_cell_run(tmp_path / "new", 2.0, 500, seed=2, trials=0)
+    code, out, _ = compare(capsys, base, new, "--all")
+    assert code == 0
+    assert "untested" in out and "+99.6%" in out  # the change is shown, not judged
+    assert "no trials" in out
+
+
+@pytest.mark.parametrize("flag, value", [("--alpha", "0"), ("--run-noise", "-1")])
+def test_bad_statistics_flags_exit_2(tmp_path, capsys, flag, value):
+    base = one_cell_run(tmp_path / "base", 1.0, 50, seed=1)
+    code, _, err = compare(capsys, base, base, flag, value)
+    assert code == 2 and flag in err
 
 
 def test_an_accuracy_drop_beyond_the_threshold_is_a_regression(tmp_path, capsys):

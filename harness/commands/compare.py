@@ -1,9 +1,11 @@
 """Compare two run folders (or merged folders): BASE is the reference, NEW the candidate.
 
-A latency regression needs a significant Mann-Whitney U test on the raw samples AND a change of
-the percentile beyond the threshold. An accuracy drop beyond the threshold, a status that is no
-longer ok, broken parity and any change of parameter or MAC counts also fail. Exit 0: no
-regression; 1: a regression; 2: bad input or different environments.
+A latency regression needs a significant change of the row's trials (Welch interval widened by
+the run-to-run noise, Holm over all rows at --alpha) AND a change beyond --threshold; a row whose
+interval is too wide to tell is inconclusive, with its noise floor. An accuracy drop beyond the
+threshold, a status that is no longer ok, broken parity and any change of parameter or MAC
+counts also fail. Exit 0: no regression; 1: a regression; 2: bad input or different
+environments.
 """
 
 from __future__ import annotations
@@ -12,14 +14,26 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from harness.errors import EXIT_OK, EXIT_REGRESSION
+from harness.compare import DEFAULT_RUN_NOISE
+from harness.errors import EXIT_OK, EXIT_REGRESSION, HarnessError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("base", type=Path, help="the reference run folder")
     parser.add_argument("new", type=Path, help="the run folder to judge")
     parser.add_argument(
-        "--alpha", type=float, default=0.01, help="Mann-Whitney U p-value threshold (0.01)"
+        "--alpha",
+        type=float,
+        default=0.01,
+        help="family-wise error rate of the latency verdicts, Holm over the rows (0.01)",
+    )
+    parser.add_argument(
+        "--run-noise",
+        type=float,
+        default=100 * DEFAULT_RUN_NOISE,
+        metavar="PERCENT",
+        help="spread between whole runs that a run's trials cannot see, in percent "
+        f"(default {100 * DEFAULT_RUN_NOISE:g}, measured on this project's machine; see README)",
     )
     parser.add_argument(
         "--threshold",
@@ -32,8 +46,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--percentile",
         type=int,
         default=50,
-        choices=(50, 90, 95, 99),
-        help="latency percentile to judge (50)",
+        choices=(50, 90, 99),
+        help="trial percentile to judge latency by (50)",
     )
     parser.add_argument(
         "--accuracy-drop-pp",
@@ -58,7 +72,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--all", action="store_true", help="list unchanged metrics too")
 
 
-_VERDICT_ORDER = {"regression": 0, "changed": 1, "untested": 2, "improvement": 3, "same": 4}
+_VERDICT_ORDER = {
+    "regression": 0,
+    "changed": 1,
+    "inconclusive": 2,
+    "untested": 3,
+    "improvement": 4,
+    "same": 5,
+}
 
 
 def comparison_document(comparison: Any, args: argparse.Namespace) -> list[Any]:
@@ -73,7 +94,9 @@ def comparison_document(comparison: Any, args: argparse.Namespace) -> list[Any]:
         rule = "parameter counts, MACs and status only"
     else:
         rule = (
-            f"latency p{args.percentile}: Mann-Whitney U p < {args.alpha} and change beyond "
+            f"latency: p{args.percentile} of each trial, change of the geometric means with a "
+            f"Welch interval widened by {args.run_noise:g}% run-to-run noise, Holm over the rows "
+            f"at family-wise alpha {args.alpha:g}; a regression is significant and beyond "
             f"{args.threshold:g}%; accuracy drop beyond {args.accuracy_drop_pp:g} pp"
         )
     failures = len(comparison.failures)
@@ -87,7 +110,7 @@ def comparison_document(comparison: Any, args: argparse.Namespace) -> list[Any]:
     ]
     if findings:
         headers = ("dataset", "model", "variant", "backend", "device", "batch", "metric")
-        headers += ("base", "new", "change", "p", "verdict")
+        headers += ("base", "new", "change", "noise floor", "p", "verdict")
         rows = tuple(
             (
                 *(str(part) for part in f.identity),
@@ -95,12 +118,30 @@ def comparison_document(comparison: Any, args: argparse.Namespace) -> list[Any]:
                 f.base,
                 f.new,
                 f.change,
+                "-" if f.noise_floor is None else f"±{100 * f.noise_floor:.1f}%",
                 "-" if f.p_value is None else f"{f.p_value:.2g}",
                 f.verdict.upper() if f.gates else f.verdict,
             )
             for f in findings
         )
         blocks.append(Table(headers, rows))
+    if counts["untested"]:
+        blocks.append(
+            Paragraph(
+                "untested: latency rows with no trials in BASE or NEW (a run from before the "
+                "trial phase, or a suite with latency.trial_rounds = 0): their change is "
+                "shown, not judged."
+            )
+        )
+    if counts["inconclusive"]:
+        blocks.append(
+            Paragraph(
+                "inconclusive: the row's interval reaches beyond the threshold, so this pair "
+                "of runs cannot tell a change of that size from noise (its noise floor says "
+                "how large a change it could see); `harness ab` measures both sides "
+                "interleaved and sees far smaller changes."
+            )
+        )
     for title, keys in (
         ("Rows in BASE missing from NEW", comparison.missing),
         ("Rows new in NEW", comparison.added),
@@ -123,9 +164,17 @@ def run(args: argparse.Namespace) -> int:
     from harness.report.markdown import render_markdown, render_text
     from harness.report.store import read_report_folder
 
+    for flag, value, ok, allowed in (
+        ("--alpha", args.alpha, 0 < args.alpha < 1, "in (0, 1)"),
+        ("--threshold", args.threshold, args.threshold > 0, "above 0"),
+        ("--run-noise", args.run_noise, args.run_noise >= 0, "0 or more"),
+    ):
+        if not ok or value != value:
+            raise HarnessError(f"{flag} must be {allowed}, got {value}")
     options = CompareOptions(
         alpha=args.alpha,
         threshold=args.threshold / 100,
+        run_noise=args.run_noise / 100,
         percentile=args.percentile,
         accuracy_drop_pp=args.accuracy_drop_pp,
         metrics=args.metrics,

@@ -35,6 +35,7 @@ def write_run_reports(run_dir: Path, *, plots: bool = True) -> list[Path]:
         SAMPLES_PARQUET,
         SUMMARY_CSV,
         SUMMARY_PARQUET,
+        TRIALS_PARQUET,
         summary_records,
         write_csv,
         write_parquet,
@@ -52,6 +53,7 @@ def write_run_reports(run_dir: Path, *, plots: bool = True) -> list[Path]:
         written = [
             write_parquet(tables.summary, run_dir / SUMMARY_PARQUET),
             write_parquet(tables.samples, run_dir / SAMPLES_PARQUET),
+            write_parquet(tables.trials, run_dir / TRIALS_PARQUET),
             write_csv(tables.summary, run_dir / SUMMARY_CSV),
             write_run_json(tables, run_dir / RUN_JSON, records),
             write_benchmark_json(tables, run_dir / BENCHMARK_JSON, records),

@@ -27,6 +27,8 @@ from harness.report.schema import (
     MODEL_IDENTITY,
     SAMPLE_COLUMNS,
     SUMMARY_COLUMNS,
+    TRIAL_COLUMNS,
+    Column,
     column_names,
     describe_column_names,
     dtypes,
@@ -78,6 +80,8 @@ class RunTables:
     """One entry per run: run_id, started, harness_version, suite, environment, and from the
     ``end`` record (absent if the run was killed) finished, wall_seconds, phases."""
     models: list[dict[str, Any]] = field(default_factory=list)
+    trials: pd.DataFrame = field(default_factory=lambda: empty_frame(TRIAL_COLUMNS))
+    """One row per trial of the run's trial phase (empty when it had none)."""
     """The ``model`` records, each with the run_id it belongs to."""
 
 
@@ -241,6 +245,31 @@ def _samples_frame(cells: dict[tuple, dict[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame(columns)[column_names(SAMPLE_COLUMNS)]
 
 
+def empty_frame(columns: tuple[Column, ...]) -> pd.DataFrame:
+    return pd.DataFrame({name: pd.Series(dtype=dt) for name, dt in dtypes(columns).items()})
+
+
+def trials_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
+    """The ``trials`` records, one row per trial, each under the run record before it; a
+    later record of the same row (``--resume``) replaces an earlier one."""
+    rows: dict[tuple, list[dict[str, Any]]] = {}
+    run_id = None
+    for record in records:
+        if record["type"] == "run":
+            run_id = record.get("run_id")
+        elif record["type"] == "trials" and run_id is not None:
+            identity = tuple(record.get(name) for name in IDENTITY)
+            rows[(run_id, *identity)] = [
+                {"run_id": run_id, **dict(zip(IDENTITY, identity, strict=True)), **trial}
+                for trial in record.get("trials") or []
+            ]
+    flat = [row for trials in rows.values() for row in trials]
+    if not flat:
+        return empty_frame(TRIAL_COLUMNS)
+    frame = pd.DataFrame.from_records(flat, columns=column_names(TRIAL_COLUMNS))
+    return frame.astype(dtypes(TRIAL_COLUMNS))
+
+
 def empty_summary() -> pd.DataFrame:
     return pd.DataFrame({name: pd.Series(dtype=dt) for name, dt in dtypes(SUMMARY_COLUMNS).items()})
 
@@ -276,4 +305,5 @@ def build_tables(records: list[dict[str, Any]], source: Path) -> RunTables:
         samples=_samples_frame(cells),
         runs=runs,
         models=list(models.values()),
+        trials=trials_frame(records),
     )

@@ -107,6 +107,21 @@ SAMPLE_COLUMNS: tuple[Column, ...] = (
     Column("latency_ns", "int64", "wall time of one timed call, in nanoseconds"),
 )
 
+TRIAL_COLUMNS: tuple[Column, ...] = (
+    Column("run_id", "category", "the run the trial comes from"),
+    *(Column(name, "category", f"row identity: {name}") for name in IDENTITY[:-1]),
+    Column("batch_size", "int64", "images per inference call"),
+    Column("round", "int64", "the trial phase's round: every row is visited once per round"),
+    Column("worker", "int64", "which of the trial phase's worker processes timed it"),
+    Column("iterations", "int64", "timed calls in the trial"),
+    Column("mean_ns", "float64", "mean wall time of the trial's calls, in nanoseconds"),
+    Column("p50_ns", "float64", "median of the trial's calls, in nanoseconds"),
+    Column("p90_ns", "float64", "90th percentile of the trial's calls, in nanoseconds"),
+    Column("p99_ns", "float64", "99th percentile of the trial's calls, in nanoseconds"),
+)
+"""One row per trial of the trial phase (``latency.trial_rounds``): what ``harness compare``
+judges latency by."""
+
 DESCRIBE_PREFIX = "describe."
 """Every key a backend's ``Predictor.describe()`` returns beyond the core columns becomes the
 string column ``describe.<key>``, after the schema's columns and sorted by name, so a plugin's

@@ -15,11 +15,12 @@ import pandas as pd
 
 from harness.errors import DataError
 from harness.report.atomic import atomic_path, write_text
-from harness.report.frames import RunTables, summary_dtypes, summary_from_rows
+from harness.report.frames import RunTables, empty_frame, summary_dtypes, summary_from_rows
 from harness.report.schema import (
     SAMPLE_COLUMNS,
     SCHEMA_VERSION,
     SUMMARY_COLUMNS,
+    TRIAL_COLUMNS,
     Column,
     column_names,
     describe_column_meaning,
@@ -28,6 +29,7 @@ from harness.report.schema import (
 
 SUMMARY_PARQUET = "summary.parquet"
 SAMPLES_PARQUET = "samples.parquet"
+TRIALS_PARQUET = "trials.parquet"
 SUMMARY_CSV = "summary.csv"
 RUN_JSON = "run.json"
 _VERSION_KEY = b"harness_schema_version"
@@ -153,7 +155,10 @@ def read_report_folder(folder: Path) -> RunTables:
     summary = with_later_columns(folder / SUMMARY_PARQUET, summary, SUMMARY_COLUMNS)
     summary = summary[list(summary_dtypes(summary.columns))]
     samples = with_later_columns(folder / SAMPLES_PARQUET, samples, SAMPLE_COLUMNS)
-    return RunTables(summary=summary, samples=samples, runs=document["runs"])
+    # Report folders written before the trial phase existed have no trials table.
+    trials_path = folder / TRIALS_PARQUET
+    trials = read_parquet(trials_path) if trials_path.is_file() else empty_frame(TRIAL_COLUMNS)
+    return RunTables(summary=summary, samples=samples, runs=document["runs"], trials=trials)
 
 
 def with_later_columns(

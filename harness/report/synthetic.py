@@ -166,6 +166,45 @@ def cell_record(
     }
 
 
+def trials_record(
+    batch_size: int = 1,
+    latency_ms: float = 1.0,
+    trials: int = 10,
+    noise: float = 0.02,
+    seed: int = 0,
+    dataset: str = "mnist",
+    variant: str = "pool",
+    backend: str = "onnxruntime",
+    device: str = "cpu",
+    model: str = "book_cnn",
+) -> dict[str, Any]:
+    """One row's trial phase: ``trials`` trials whose medians scatter around ``latency_ms``
+    with a log-normal ``noise`` (relative standard deviation)."""
+    rng = np.random.default_rng(seed)
+    medians = latency_ms * 1e6 * np.exp(rng.normal(0.0, noise, trials))
+    return {
+        "type": "trials",
+        "dataset": dataset,
+        "model": model,
+        "variant": variant,
+        "backend": backend,
+        "device": device,
+        "batch_size": batch_size,
+        "trials": [
+            {
+                "round": index,
+                "worker": index % 2,
+                "iterations": 100,
+                "mean_ns": float(median * 1.02),
+                "p50_ns": float(median),
+                "p90_ns": float(median * 1.1),
+                "p99_ns": float(median * 1.3),
+            }
+            for index, median in enumerate(medians)
+        ],
+    }
+
+
 def end_record() -> dict[str, Any]:
     return {
         "type": "end",
