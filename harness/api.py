@@ -47,6 +47,9 @@ class RemoteFile:
     """Where the files can be downloaded, tried in order: the most reliable first."""
     checksum: str
     """``"sha256:<hex>"`` or ``"md5:<hex>"`` of the downloaded bytes; a mismatch is discarded."""
+    size: int | None = None
+    """Bytes of the download, if known: a location that announces another size or sends more is
+    refused before it fills the disk."""
 
 
 class Dataset(ABC):

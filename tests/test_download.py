@@ -1,14 +1,27 @@
 """Verified downloads against a server on 127.0.0.1: mirrors, checksums, nothing left behind."""
 
+import contextlib
 import hashlib
+import os
+import signal
 import socket
+import subprocess
+import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from harness.api import RemoteFile
-from harness.download import DownloadError, OfflineError, download, fetch_missing
+from harness.download import (
+    DeadlineError,
+    DownloadError,
+    OfflineError,
+    download,
+    fetch_missing,
+    with_mirrors,
+)
 from harness.synthetic import write_mnist
 from harness_mnist.dataset import MnistDataset
 
@@ -16,7 +29,8 @@ FAST = {"timeout_s": 5.0, "retries": 2, "backoff_s": 0.0, "progress": False}
 
 
 class FixtureServer:
-    """Serves ``routes`` (path -> bytes, or an int status, or a list of those, one per request)."""
+    """Serves ``routes`` (path -> bytes, an int status, a function of the request handler, or a
+    list of those, one per request)."""
 
     def __init__(self):
         self.routes = {}
@@ -29,6 +43,10 @@ class FixtureServer:
                 answer = server.routes.get(self.path, 404)
                 if isinstance(answer, list):
                     answer = answer.pop(0) if len(answer) > 1 else answer[0]
+                if callable(answer):
+                    with contextlib.suppress(ConnectionError):  # the client gave up
+                        answer(self)
+                    return
                 if isinstance(answer, int):
                     self.send_error(answer)
                     return
@@ -169,3 +187,95 @@ def test_fetch_downloads_only_what_is_missing_then_the_cache_is_used(server, tmp
     assert again == []
     assert len(server.requests) == 3
     assert len(dataset.load(data_dir, "train")) == 10
+
+
+def drip(announced: int, every_s: float):
+    """A server that announces ``announced`` bytes and sends one every ``every_s`` seconds."""
+
+    def answer(handler):
+        handler.send_response(200)
+        handler.send_header("Content-Length", str(announced))
+        handler.end_headers()
+        for _ in range(announced):
+            handler.wfile.write(b"x")
+            time.sleep(every_s)
+
+    return answer
+
+
+def endless(handler):
+    """A body with no announced length that never ends."""
+    handler.send_response(200)
+    handler.end_headers()
+    while True:
+        handler.wfile.write(b"x" * 65536)
+
+
+def test_a_dripping_server_is_given_up_at_the_files_deadline(server, tmp_path):
+    server.routes["/a.bin"] = drip(1000, every_s=0.02)
+    data_dir = tmp_path / "data"
+    remote = RemoteFile("a.bin", (f"{server.url}/a.bin",), md5(b"x" * 1000), 1000)
+
+    started = time.monotonic()
+    with pytest.raises(DeadlineError, match=r"still downloading .* at the file's deadline"):
+        download(remote, data_dir, **(FAST | {"deadline_s": 1.0}))
+
+    assert time.monotonic() - started < 1.0 + FAST["timeout_s"]
+    assert list(data_dir.iterdir()) == []
+
+
+def test_an_endless_body_stops_at_the_files_known_size(server, tmp_path):
+    server.routes["/a.bin"] = endless
+    data_dir = tmp_path / "data"
+    remote = RemoteFile("a.bin", (f"{server.url}/a.bin",), md5(b"x" * 1000), 1000)
+
+    with pytest.raises(DownloadError, match="sent more than the 1000 bytes expected"):
+        download(remote, data_dir, **FAST)
+
+    assert list(data_dir.iterdir()) == []
+
+
+def test_a_location_announcing_the_wrong_size_is_skipped_for_the_next(server, tmp_path):
+    payload = b"the real bytes"
+    server.routes["/wrong/a.bin"] = payload * 2
+    server.routes["/right/a.bin"] = payload
+    urls = (f"{server.url}/wrong/a.bin", f"{server.url}/right/a.bin")
+
+    path = download(RemoteFile("a.bin", urls, md5(payload), len(payload)), tmp_path, **FAST)
+
+    assert path.read_bytes() == payload
+    assert server.requests == ["/wrong/a.bin", "/right/a.bin"]
+
+
+def test_mirrors_from_the_environment_come_first_the_datasets_own_first_of_all(monkeypatch):
+    monkeypatch.setenv("HARNESS_MIRROR", "http://all.example/data/")
+    monkeypatch.setenv("HARNESS_MIRROR_MNIST", "http://mnist.example")
+    remote = RemoteFile("a.gz", ("http://origin.example/a.gz",), "md5:0", 3)
+
+    assert with_mirrors(remote, "mnist").urls == (
+        "http://mnist.example/a.gz",
+        "http://all.example/data/a.gz",
+        "http://origin.example/a.gz",
+    )
+    assert with_mirrors(remote, "cifar10").urls[0] == "http://all.example/data/a.gz"
+
+
+@pytest.mark.slow
+def test_sigterm_during_a_fetch_leaves_nothing_in_the_data_folder(server, tmp_path):
+    for name in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"):
+        server.routes[f"/mirror/{name}"] = drip(100_000, every_s=0.01)
+    data_dir = tmp_path / "data"
+    env = os.environ | {"HARNESS_MIRROR_MNIST": f"{server.url}/mirror", "HARNESS_PLUGINS": "mnist"}
+    argv = [sys.executable, "-m", "harness", "data", "fetch", "mnist", "--data-dir", str(data_dir)]
+    fetch = subprocess.Popen(argv, env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not (data_dir.is_dir() and list(data_dir.glob(".*.part"))):
+            assert fetch.poll() is None and time.monotonic() < deadline, "no download started"
+            time.sleep(0.05)
+        fetch.send_signal(signal.SIGTERM)
+        _, stderr = fetch.communicate(timeout=30)
+    finally:
+        fetch.kill()
+    assert fetch.returncode == 128 + signal.SIGTERM, stderr
+    assert list(data_dir.iterdir()) == []

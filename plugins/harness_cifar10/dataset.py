@@ -47,6 +47,7 @@ LOCATIONS = (
 )
 """The authors' site, then BrainChip's public dataset mirror of the same file."""
 ARCHIVE_MD5 = "c58f30108f718f92721af3b95e74349a"
+ARCHIVE_BYTES = 170_498_071
 
 
 class Cifar10Dataset(Dataset):
@@ -80,7 +81,7 @@ class Cifar10Dataset(Dataset):
     """Of the batch files; ``batches.meta`` is checked by its label names instead."""
 
     def remote_files(self) -> Sequence[RemoteFile]:
-        return (RemoteFile(ARCHIVE, LOCATIONS, f"md5:{ARCHIVE_MD5}"),)
+        return (RemoteFile(ARCHIVE, LOCATIONS, f"md5:{ARCHIVE_MD5}", ARCHIVE_BYTES),)
 
     def describe_files(self) -> str:
         return f"{ARCHIVE}, or the folder {FOLDER}/ extracted from it ({', '.join(ALL_MEMBERS)})"

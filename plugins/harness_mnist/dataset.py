@@ -37,6 +37,12 @@ DOWNLOAD_MD5 = {
     "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
 }
 """MD5 of the original ``.gz`` downloads (as torchvision checks them)."""
+DOWNLOAD_BYTES = {
+    "train-images-idx3-ubyte.gz": 9_912_422,
+    "train-labels-idx1-ubyte.gz": 28_881,
+    "t10k-images-idx3-ubyte.gz": 1_648_877,
+    "t10k-labels-idx1-ubyte.gz": 4_542,
+}
 
 
 class MnistDataset(Dataset):
@@ -56,7 +62,12 @@ class MnistDataset(Dataset):
 
     def remote_files(self) -> Sequence[RemoteFile]:
         return tuple(
-            RemoteFile(filename, tuple(base + filename for base in LOCATIONS), f"md5:{md5}")
+            RemoteFile(
+                filename,
+                tuple(base + filename for base in LOCATIONS),
+                f"md5:{md5}",
+                DOWNLOAD_BYTES[filename],
+            )
             for filename, md5 in DOWNLOAD_MD5.items()
         )
 
