@@ -47,7 +47,7 @@ MIN_TRIALS = 3
 """Trials a side needs before a row's latency is judged."""
 DEFAULT_RUN_NOISE = 0.05
 """Standard deviation of a row's log latency between whole runs beyond what its trials show,
-measured by ``benchmarks/test_verdict_validity.py`` on this project's CI machine (README)."""
+measured by ``benchmarks/verdict_validity.py`` on this project's machine (README)."""
 
 
 class EnvironmentMismatch(HarnessError):

@@ -24,9 +24,11 @@ Child entry point: ``python -m harness.trial_worker``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
+import signal
 import subprocess
 import sys
 import time
@@ -39,6 +41,7 @@ import numpy as np
 from harness.errors import HarnessError
 from harness.latency import measure
 from harness.suite import LatencyConfig
+from harness.worker import RUNNER_PID_VARIABLE
 
 TRIAL_QUANTILES = (50, 90, 99)
 """The percentiles every trial reports (numpy's ``linear`` method, as the run reports)."""
@@ -141,6 +144,8 @@ class TrialWorker:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = log_path.open("wb")
         try:
+            # A session of its own, so that closing it takes what a plugin started, too; the
+            # runner's pid, so that it dies with the coordinator (harness.worker.die_with_parent).
             self._process = subprocess.Popen(
                 [python, "-m", "harness.trial_worker"],
                 stdin=subprocess.PIPE,
@@ -148,6 +153,8 @@ class TrialWorker:
                 stderr=self._log,
                 text=True,
                 bufsize=1,
+                env=os.environ | {RUNNER_PID_VARIABLE: str(os.getpid())},
+                start_new_session=True,
             )
         except OSError as exc:
             self._log.close()
@@ -176,14 +183,15 @@ class TrialWorker:
         )
 
     def close(self) -> None:
+        """Ask the worker to exit, then kill its process group: nothing it started survives."""
         if self._process.poll() is None:
-            try:
+            with contextlib.suppress(OSError, subprocess.TimeoutExpired):
                 self._process.stdin.write(json.dumps({"op": "exit"}) + "\n")
                 self._process.stdin.flush()
                 self._process.wait(timeout=30)
-            except (OSError, subprocess.TimeoutExpired):
-                self._process.kill()
-                self._process.wait()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self._process.pid, signal.SIGKILL)
+        self._process.wait()
         self._log.close()
 
     def _ask(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -219,6 +227,9 @@ class TrialWorker:
 
 
 def main() -> int:
+    from harness.worker import die_with_parent
+
+    die_with_parent()
     replies = os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1)
     sys.stdout.flush()
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())

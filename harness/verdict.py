@@ -16,7 +16,8 @@ of their log medians; the interval of the difference is Welch's t interval.
 
 Many rows: every row's p-value is adjusted by Holm's step-down method, which keeps the chance of
 even one false verdict in the whole comparison (the family-wise error rate) at most ``alpha``.
-The intervals are widened to match (Bonferroni level ``alpha / m``), so that a verdict and its
+Each row's interval is at the level Holm judged it at (``alpha / m`` for the smallest p, up to
+``alpha`` for the largest while all before it were significant), so that a verdict and its
 interval never disagree.
 
 Noise floor: the half-width of the row's interval, in percent: a true change of that size is
@@ -45,7 +46,7 @@ class LatencyVerdict:
     change: float
     low: float
     high: float
-    """The interval of the change, at the family-wide confidence (see the module doc)."""
+    """The interval of the change, at the level Holm judged the row at (see the module doc)."""
     noise_floor: float
     p_value: float
     p_adjusted: float
@@ -138,6 +139,23 @@ def holm(p_values: Sequence[float]) -> list[float]:
     return adjusted
 
 
+def holm_levels(p_values: Sequence[float], alpha: float) -> list[float]:
+    """The significance level Holm's procedure judged each row at: ``alpha / (m - k)`` for the
+    row of rank k (from 0, smallest p first) while all before it were rejected, and the level
+    of the first row kept for every row after it. An interval at ``1 - level`` then excludes
+    "no change" exactly when Holm calls the row significant."""
+    m = len(p_values)
+    levels = [0.0] * m
+    rejecting = True
+    level = alpha / max(m, 1)
+    for rank, k in enumerate(sorted(range(m), key=lambda k: p_values[k])):
+        if rejecting:
+            level = alpha / (m - rank)
+            rejecting = p_values[k] < level
+        levels[k] = level
+    return levels
+
+
 def _verdict(
     low: float, high: float, significant: bool, change: float, threshold: float, min_change: float
 ) -> str:
@@ -162,11 +180,11 @@ def judge_paired(
     keys = list(log_ratios)
     p_values = [signed_rank_p(np.asarray(log_ratios[k], dtype=np.float64)) for k in keys]
     adjusted = holm(p_values)
-    confidence = 1.0 - alpha / max(len(keys), 1)
+    levels = holm_levels(p_values, alpha)
     verdicts = {}
-    for key, p_value, p_adj in zip(keys, p_values, adjusted, strict=True):
+    for key, p_value, p_adj, level in zip(keys, p_values, adjusted, levels, strict=True):
         d = np.asarray(log_ratios[key], dtype=np.float64)
-        centre, low, high = hodges_lehmann_interval(d, confidence)
+        centre, low, high = hodges_lehmann_interval(d, 1.0 - level)
         change, low, high = _relative(centre), _relative(low), _relative(high)
         verdicts[key] = LatencyVerdict(
             change=change,
@@ -215,11 +233,11 @@ def judge_unpaired(
         p_values.append(1.0 if se == 0 else float(2 * student_t.sf(abs(centre) / se, dof)))
         estimates[key] = (centre, se, dof, int(min(left.size, right.size)))
     adjusted = holm(p_values)
-    level = 1.0 - alpha / max(len(keys), 1) / 2.0
+    levels = holm_levels(p_values, alpha)
     verdicts = {}
-    for key, p_value, p_adj in zip(keys, p_values, adjusted, strict=True):
+    for key, p_value, p_adj, level in zip(keys, p_values, adjusted, levels, strict=True):
         centre, se, dof, trials = estimates[key]
-        half = float(student_t.ppf(level, dof)) * se
+        half = float(student_t.ppf(1.0 - level / 2.0, dof)) * se
         change, low, high = _relative(centre), _relative(centre - half), _relative(centre + half)
         verdicts[key] = LatencyVerdict(
             change=change,

@@ -6,8 +6,12 @@ only difference between the sides, whatever else the machine does.
 
 from __future__ import annotations
 
+import json
 import math
 import os
+import subprocess
+import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -70,9 +74,16 @@ class BrokenBackend(Backend):
         raise RuntimeError("cannot open the model")
 
 
+class HangingBackend(Backend):
+    name = "hanger"
+
+    def prepare(self, model, device, options):
+        time.sleep(600)
+
+
 @hookimpl
 def register_backends(register):
-    for backend in (SleepingBackend, ExitingBackend, BrokenBackend):
+    for backend in (SleepingBackend, ExitingBackend, BrokenBackend, HangingBackend):
         register(backend())
 """
 
@@ -195,3 +206,37 @@ def test_a_missing_interpreter_is_an_error_naming_it(tmp_path: Path) -> None:
             tmp_path / "work",
             False,
         )
+
+
+COORDINATOR = """
+import json, sys, threading, time
+from pathlib import Path
+from harness.trial_worker import TrialWorker
+from harness.worker import CellSpec
+spec = CellSpec.from_json(json.loads(sys.argv[2]))
+worker = TrialWorker(sys.executable, Path(sys.argv[1]), 600)
+threading.Thread(target=worker.prepare, args=([spec],), daemon=True).start()
+print(worker._process.pid, flush=True)
+time.sleep(600)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("sleeping_backends")
+def test_a_busy_trial_worker_dies_with_a_coordinator_killed_by_sigkill(tmp_path: Path) -> None:
+    import psutil
+
+    spec = json.dumps(cell(tmp_path, "hanger").to_json())
+    coordinator = subprocess.Popen(
+        [sys.executable, "-c", COORDINATOR, str(tmp_path / "worker.log"), spec],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    worker = psutil.Process(int(coordinator.stdout.readline()))
+    time.sleep(3.0)  # the worker is inside the backend's prepare, which hangs
+    coordinator.kill()
+    coordinator.wait()
+    deadline = time.monotonic() + 20
+    while worker.is_running() and worker.status() != psutil.STATUS_ZOMBIE:
+        assert time.monotonic() < deadline, "the trial worker outlived its coordinator"
+        time.sleep(0.1)

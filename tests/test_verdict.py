@@ -11,6 +11,7 @@ from scipy.stats import wilcoxon
 from harness.verdict import (
     hodges_lehmann_interval,
     holm,
+    holm_levels,
     judge_paired,
     minimum_pairs,
     signed_rank_p,
@@ -90,3 +91,18 @@ def test_a_significant_change_below_min_change_is_not_a_regression() -> None:
 def test_minimum_pairs_is_where_the_test_first_reaches_alpha() -> None:
     n = minimum_pairs(0.01 / 4)
     assert signed_rank_p(np.ones(n)) <= 0.01 / 4 < signed_rank_p(np.ones(n - 1))
+
+
+def test_holm_levels_step_down_and_stop_at_the_first_row_kept() -> None:
+    assert holm_levels([0.001, 0.2, 0.004, 0.03], 0.05) == pytest.approx(
+        [0.05 / 4, 0.05 / 2, 0.05 / 3, 0.05 / 2]
+    )
+
+
+def test_a_verdict_and_its_interval_always_agree() -> None:
+    rng = np.random.default_rng(6)
+    for _ in range(200):
+        rows = {row: rng.normal(rng.choice([0.0, 0.03]), 0.05, size=20) for row in range(4)}
+        for verdict in judge_paired(rows, alpha=0.05, min_change=0.0).values():
+            significant = verdict.verdict in ("regression", "improvement")
+            assert significant == (verdict.low > 0 or verdict.high < 0)

@@ -1,0 +1,367 @@
+"""How often the latency verdicts are wrong on this machine, and what they cost.
+
+Runs the real commands (``harness ab``, ``harness run``, ``harness compare``) many times and
+counts what they say about changes whose truth is known:
+
+- ``ab-aa``: both sides identical (MNIST pool on Keras and ONNX Runtime): any regression or
+  improvement is a false verdict;
+- ``ab-threads``: ONNX Runtime with 1 intra-op thread against the default (a real effect);
+- ``ab-work``: a calibrated backend (``harness_validity_work``, installed for the run) whose call
+  does a fixed amount of numpy work, NEW doing 0%, 5% and 10% more of it in the same job;
+- ``runs``: repeated ``harness run`` of the same cells (A/A), plus runs with 1 intra-op thread;
+  the first half of the A/A runs calibrates the run-to-run noise that ``harness compare`` adds,
+  and the second half, never used for it, is compared pairwise with it.
+
+    python benchmarks/verdict_validity.py --data-dir DIR [--out reports/validity] [--quick]
+
+Writes every job's output and ``validity.json`` into the output folder and prints the figures
+the README reports. Minutes to an hour: ``--quick`` runs a few of each to try it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+WORK_PLUGIN = '''
+"""Backends whose call costs a fixed amount of numpy work, scaled by the option ``scale``."""
+import numpy as np
+
+from harness import hookimpl
+from harness.api import Backend, Predictor
+
+BASE_REPEATS = 400
+
+
+class WorkPredictor(Predictor):
+    def __init__(self, scale):
+        self.repeats = int(round(BASE_REPEATS * scale))
+        self.a = np.random.default_rng(0).standard_normal((48, 48)).astype(np.float32)
+
+    def predict(self, batch):
+        x = self.a
+        for _ in range(self.repeats):
+            x = np.tanh(x @ self.a)
+        return np.zeros((len(batch), 10), dtype=np.float32) + x[0, :10]
+
+    def describe(self):
+        return {"inference_path": "numpy work", "repeats": self.repeats}
+
+
+def _backend(backend_name):
+    class WorkBackend(Backend):
+        name = backend_name
+        description = "fixed numpy work per call (the verdict validity benchmark)"
+
+        def prepare(self, model, device, options):
+            return WorkPredictor(float(options.get("scale", 1.0)))
+
+    return WorkBackend()
+
+
+@hookimpl
+def register_backends(register):
+    for name in ("work0", "work5", "work10"):
+        register(_backend(name))
+'''
+
+WORK_EFFECTS = {"work0": 0.0, "work5": 0.05, "work10": 0.10}
+
+
+def install_work_plugin(site: Path) -> dict[str, str]:
+    """A throwaway distribution on PYTHONPATH, found through its entry point like any plugin."""
+    site.mkdir(parents=True, exist_ok=True)
+    (site / "harness_validity_work.py").write_text(WORK_PLUGIN)
+    info = site / "harness_validity_work-1.0.dist-info"
+    info.mkdir(exist_ok=True)
+    (info / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: harness-validity-work\nVersion: 1.0\n"
+    )
+    (info / "entry_points.txt").write_text("[harness]\nvalidity_work = harness_validity_work\n")
+    path = os.pathsep.join(p for p in (str(site), os.environ.get("PYTHONPATH", "")) if p)
+    return {"PYTHONPATH": path}
+
+
+def harness(args: list[str], env: dict[str, str], log: Path) -> int:
+    with log.open("ab") as out:
+        done = subprocess.run(
+            [sys.executable, "-m", "harness", *args],
+            stdout=out,
+            stderr=out,
+            env={**os.environ, **env},
+            check=False,
+        )
+    return done.returncode
+
+
+def ab_job(out: Path, name: str, extra: list[str], env: dict[str, str], pairs: int) -> dict:
+    folder = out / name
+    folder.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    code = harness(
+        ["ab", "--out", str(folder), "--no-progress", "--pairs", str(pairs), *extra],
+        env,
+        folder / "log.txt",
+    )
+    wall = time.perf_counter() - started
+    documents = sorted(folder.glob("*/ab.json"))
+    if code not in (0, 1) or not documents:
+        raise RuntimeError(f"harness ab failed (exit {code}); see {folder / 'log.txt'}")
+    record = json.loads(documents[-1].read_text())
+    return {"exit": code, "wall_seconds": wall, **record}
+
+
+def run_job(out: Path, name: str, extra: list[str], env: dict[str, str]) -> Path:
+    folder = out / name
+    code = harness(["run", "--out", str(folder), "--no-progress", *extra], env, out / f"{name}.log")
+    runs = sorted(p for p in folder.iterdir() if p.is_dir())
+    if code != 0 or not runs:
+        raise RuntimeError(f"harness run failed (exit {code}); see {out / f'{name}.log'}")
+    return runs[-1]
+
+
+def verdicts_of(record: dict) -> list[dict]:
+    return [{"backend": v["key"][3], "batch_size": v["key"][5], **v} for v in record["verdicts"]]
+
+
+def summarize_ab(jobs: list[dict], effect_of: Any) -> dict[str, Any]:
+    """Per true effect: rows judged, verdicts given, detection or false rates, noise floors."""
+    by_effect: dict[float, list[dict]] = {}
+    failed_jobs = {}
+    for job in jobs:
+        for verdict in verdicts_of(job):
+            effect = effect_of(verdict)
+            by_effect.setdefault(effect, []).append(verdict)
+            if effect == 0 and verdict["verdict"] in ("regression", "improvement"):
+                failed_jobs[id(job)] = True
+    summary: dict[str, Any] = {"jobs": len(jobs)}
+    for effect, verdicts in sorted(by_effect.items()):
+        counts = {
+            name: sum(v["verdict"] == name for v in verdicts)
+            for name in ("regression", "improvement", "same", "inconclusive")
+        }
+        floors = [100 * v["noise_floor"] for v in verdicts if math.isfinite(v["noise_floor"])]
+        summary[f"effect {effect:+.0%}"] = {
+            "rows": len(verdicts),
+            **counts,
+            "noise_floor_pct_median": float(np.median(floors)) if floors else None,
+            "noise_floor_pct_max": float(np.max(floors)) if floors else None,
+            "change_pct_median": float(np.median([100 * v["change"] for v in verdicts])),
+        }
+    summary["jobs with a false verdict"] = len(failed_jobs)
+    summary["seconds per job (prepare, trials, wall)"] = [
+        float(np.median([job["seconds"].get("prepare", 0) for job in jobs])),
+        float(np.median([job["seconds"].get("trials", 0) for job in jobs])),
+        float(np.median([job["wall_seconds"] for job in jobs])),
+    ]
+    return summary
+
+
+def compare_pairs(
+    base_runs: list[Path], new_runs: list[Path], run_noise_pct: float, out: Path, tag: str
+) -> list[dict]:
+    """``harness compare`` on every (base, new) pair; the latency findings of each."""
+    from harness.compare import CompareOptions, compare_runs
+    from harness.report.store import read_report_folder
+
+    tables = {path: read_report_folder(path) for path in {*base_runs, *new_runs}}
+    findings = []
+    for base, new in itertools.product(base_runs, new_runs):
+        if base == new:
+            continue
+        comparison = compare_runs(
+            tables[base], tables[new], CompareOptions(run_noise=run_noise_pct / 100)
+        )
+        for finding in comparison.findings:
+            if finding.metric.startswith("p"):
+                findings.append(
+                    {
+                        "pair": [base.name, new.name],
+                        "backend": finding.identity[3],
+                        "batch_size": finding.identity[5],
+                        "verdict": finding.verdict,
+                        "change": finding.change,
+                        "noise_floor": finding.noise_floor,
+                    }
+                )
+    (out / f"compare-{tag}.json").write_text(json.dumps(findings, indent=1))
+    return findings
+
+
+def calibrate_run_noise(runs: list[Path]) -> dict[str, Any]:
+    """The run-to-run standard deviation of a row's mean log trial latency beyond what its
+    trials show: mean over run pairs and rows of (d^2 - se_a^2 - se_b^2) / 2, d the difference
+    of the two runs' mean log trial latencies. Per backend and batch size, and pooled."""
+    from harness.report.store import read_report_folder
+
+    rows: dict[tuple, list[tuple[float, float]]] = {}
+    for path in runs:
+        trials = read_report_folder(path).trials
+        for key, group in trials.groupby(["backend", "batch_size"], observed=True):
+            logs = np.log(group["p50_ns"].to_numpy(dtype=np.float64))
+            rows.setdefault(key, []).append((logs.mean(), logs.var(ddof=1) / logs.size))
+    excess: dict[str, float] = {}
+    pooled = []
+    for key, values in sorted(rows.items()):
+        terms = [
+            ((a[0] - b[0]) ** 2 - a[1] - b[1]) / 2 for a, b in itertools.combinations(values, 2)
+        ]
+        pooled += terms
+        excess[f"{key[0]} batch {key[1]}"] = 100 * math.sqrt(max(float(np.mean(terms)), 0.0))
+    return {"per_row_pct": excess, "pooled_pct": 100 * math.sqrt(max(np.mean(pooled), 0.0))}
+
+
+def rate(findings: list[dict], verdicts: tuple[str, ...]) -> str:
+    hits = sum(f["verdict"] in verdicts for f in findings)
+    return f"{hits}/{len(findings)}"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", required=True, help="folder holding MNIST's files")
+    parser.add_argument("--out", default="reports/validity", help="output folder")
+    parser.add_argument("--quick", action="store_true", help="a few jobs of each, to try it")
+    parser.add_argument(
+        "--parts", default="ab-aa,ab-threads,ab-work,runs", help="which parts to run"
+    )
+    args = parser.parse_args()
+    parts = set(args.parts.split(","))
+    scale = 0.2 if args.quick else 1.0
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    out = Path(args.out) / stamp
+    out.mkdir(parents=True)
+    env = {"HARNESS_DATA_DIR": args.data_dir, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    mnist = ["--suite", "quick", "--dataset", "mnist", "--variant", "pool"]
+    results: dict[str, Any] = {"started": stamp}
+
+    if "ab-aa" in parts:
+        jobs = [
+            ab_job(
+                out,
+                f"ab-aa-{i}",
+                [
+                    *mnist,
+                    "--batch-size",
+                    "1",
+                    "--batch-size",
+                    "8",
+                    "--batch-size",
+                    "32",
+                    "--seed",
+                    str(i),
+                ],
+                env,
+                30,
+            )
+            for i in range(max(2, round(17 * scale)))
+        ]
+        results["ab-aa"] = summarize_ab(jobs, lambda v: 0.0)
+        print("ab A/A:", json.dumps(results["ab-aa"], indent=1), flush=True)
+        (out / "validity.json").write_text(json.dumps(results, indent=1))
+
+    if "ab-threads" in parts:
+        jobs = [
+            ab_job(
+                out,
+                f"ab-threads-{i}",
+                [
+                    *mnist,
+                    "--backend",
+                    "onnxruntime",
+                    "--seed",
+                    str(i),
+                    "--new-option",
+                    "onnxruntime.intra_op_threads=1",
+                ],
+                env,
+                30,
+            )
+            for i in range(max(2, round(10 * scale)))
+        ]
+        results["ab-threads"] = summarize_ab(jobs, lambda v: "1 vs default threads")
+        print("ab 1 vs 2 threads:", json.dumps(results["ab-threads"], indent=1), flush=True)
+        (out / "validity.json").write_text(json.dumps(results, indent=1))
+
+    if "ab-work" in parts:
+        work_env = {**env, **install_work_plugin(out / "site")}
+        work = ["--suite", "smoke", "--dataset", "mnist", "--variant", "pool", "--batch-size", "1"]
+        for name, effect in WORK_EFFECTS.items():
+            work += ["--backend", name, "--new-option", f"{name}.scale={1 + effect}"]
+        jobs = [
+            ab_job(out, f"ab-work-{i}", [*work, "--seed", str(i)], work_env, 30)
+            for i in range(max(2, round(25 * scale)))
+        ]
+        results["ab-work"] = summarize_ab(jobs, lambda v: WORK_EFFECTS[v["backend"]])
+        print("ab calibrated work:", json.dumps(results["ab-work"], indent=1), flush=True)
+        (out / "validity.json").write_text(json.dumps(results, indent=1))
+
+    if "runs" in parts:
+        count = max(4, round(12 * scale))
+        aa = [run_job(out, f"run-aa-{i}", mnist, env) for i in range(count)]
+        threads_suite = out / "one-thread.toml"
+        threads_suite.write_text(
+            (Path(__file__).parent.parent / "harness" / "suites" / "quick.toml").read_text()
+            + "\n[backend_options.onnxruntime]\nintra_op_threads = 1\n"
+        )
+        one_thread = [
+            run_job(out, f"run-1thread-{i}", ["--suite", str(threads_suite), *mnist[2:]], env)
+            for i in range(2)
+        ]
+        calibration_runs, held_out = aa[: count // 2], aa[count // 2 :]
+        calibration = calibrate_run_noise(calibration_runs)
+        noise = math.ceil(calibration["pooled_pct"])
+        findings_aa = compare_pairs(held_out, held_out, noise, out, "aa")
+        findings_ab = compare_pairs(held_out, one_thread, noise, out, "threads")
+        threads_rows = [f for f in findings_ab if f["backend"] == "onnxruntime"]
+        floors = {}
+        for f in findings_aa:
+            if f["noise_floor"] is not None:
+                floors.setdefault(f"{f['backend']} batch {f['batch_size']}", []).append(
+                    100 * f["noise_floor"]
+                )
+        results["runs"] = {
+            "calibration (first half of the A/A runs)": calibration,
+            "run_noise_pct used": noise,
+            "A/A pairs: false verdicts": rate(findings_aa, ("regression", "improvement")),
+            "A/A pairs: inconclusive": rate(findings_aa, ("inconclusive",)),
+            "A/A pairs: same": rate(findings_aa, ("same",)),
+            "A/A noise floor pct (median per row)": {
+                k: float(np.median(v)) for k, v in sorted(floors.items())
+            },
+            "1 thread vs default, onnxruntime rows called regression or improvement": rate(
+                threads_rows, ("regression", "improvement")
+            ),
+            "1 thread vs default, changes": sorted({f["change"] for f in threads_rows}),
+            "latency phase seconds per run (median)": float(
+                np.median([latency_phase_seconds(run) for run in aa])
+            ),
+        }
+        print("stored runs:", json.dumps(results["runs"], indent=1), flush=True)
+
+    (out / "validity.json").write_text(json.dumps(results, indent=1))
+    print(f"written: {out / 'validity.json'}")
+    return 0
+
+
+def latency_phase_seconds(run_dir: Path) -> float:
+    """The ordinary latency phase of a run: what ``ab`` is weighed against."""
+    for line in (run_dir / "journal.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        if record.get("type") == "end":
+            return float(record["phases"].get("latency", 0.0))
+    return math.nan
+
+
+if __name__ == "__main__":
+    sys.exit(main())
