@@ -109,8 +109,8 @@ def test_the_walkthrough_backend_passes_the_conformance_kit(
 
 
 def test_every_report_column_is_documented_in_docs_reports():
-    from harness.report.schema import SAMPLE_COLUMNS, SUMMARY_COLUMNS
+    from harness.report.schema import SAMPLE_COLUMNS, SUMMARY_COLUMNS, TRIAL_COLUMNS
 
     text = (Path(__file__).parents[1] / "docs" / "reports.md").read_text()
-    for column in (*SUMMARY_COLUMNS, *SAMPLE_COLUMNS):
+    for column in (*SUMMARY_COLUMNS, *SAMPLE_COLUMNS, *TRIAL_COLUMNS):
         assert f"| `{column.name}` | {column.dtype} | {column.meaning} |" in text, column.name
