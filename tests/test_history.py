@@ -19,7 +19,12 @@ from harness.report.history import (
     machine_key,
     median_interval,
 )
-from harness.report.synthetic import environment, journal_records, write_journal
+from harness.report.synthetic import (
+    environment,
+    journal_records,
+    trials_record,
+    write_journal,
+)
 
 AVX2 = ["avx", "avx2", "fma"]
 
@@ -34,6 +39,13 @@ def write_run(folder: Path, run_id: str, started: str, sha: str, latency_ms: flo
     )
     records[0]["started"] = started
     records[0]["environment"]["git_sha"] = sha
+    seed = sum(map(ord, run_id))
+    records += [
+        trials_record(1, latency_ms, 10, 0.02, seed + k, variant=variant, backend=backend)
+        for k, (variant, backend) in enumerate(
+            (v, b) for v in ("pool", "nopool") for b in ("keras", "onnxruntime")
+        )
+    ]
     write_journal(folder / run_id, records)
     return folder / run_id
 
@@ -78,6 +90,22 @@ def test_a_folder_of_runs_gives_five_points_per_cell_in_time_order(runs):
         assert (low <= p50).all() and (p50 <= high).all()
         assert high[2] < low[3], "the step is outside both intervals"
         assert cell["test_accuracy"].notna().all()
+
+
+def test_steps_the_trials_call_a_change_are_marked_and_the_others_are_not(runs, tmp_path):
+    table = history_table(find_runs([runs]))
+    here = table[table["machine"] == machine_key(fingerprinted())]
+    verdicts = here.groupby("run_id")["verdict"].unique().to_dict()
+    assert list(verdicts["run-01"]) == ["first"]
+    assert list(verdicts["run-04"]) == ["regression"]  # twice as slow as run-03
+    assert list(verdicts["run-05"]) == ["improvement"]
+    for quiet in ("run-02", "run-03"):
+        assert set(verdicts[quiet]) <= {"same", "inconclusive"}
+    slow = here[here["run_id"] == "run-04"]
+    assert (slow["change_low"] < 1.0).all() and (1.0 < slow["change_high"]).all()
+    out = tmp_path / "page"
+    assert main(["history", str(runs), "-o", str(out)]) == 0
+    assert (out / "history.html").read_text().count("\u25b2 +") == 4
 
 
 def test_runs_on_another_instruction_set_are_kept_apart(runs):

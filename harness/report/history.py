@@ -3,8 +3,13 @@
 Runs from different machines are never drawn on one line: a change of CPU model or instruction
 set changes the kernels the runtimes pick, so a step between two such runs says nothing about
 the code. Each machine (CPU model and ISA features) gets its own section, and within it runs are
-ordered by start time, then git SHA. Every p50 carries a distribution-free 95% interval from
-the raw samples (binomial order statistics), so a reader can tell a step from noise.
+ordered by start time, then git SHA.
+
+Every p50 carries the 95% interval of its run's median from the raw samples (binomial order
+statistics): how precisely that run pinned its own median, not whether another run differs,
+since a run's samples share its moment on the machine. Whether a step between two consecutive
+runs is a change is judged as ``harness compare`` judges it, from the runs' trials
+(:func:`harness.verdict.judge_unpaired`, Holm over the rows of each pair of runs), and marked.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import itertools
 import math
 from pathlib import Path
 from typing import Any
@@ -30,8 +36,14 @@ CELL = ["dataset", "model", "variant", "backend", "device", "batch_size"]
 HISTORY_COLUMNS = [
     *("machine", "run_id", "started", "git_sha", *CELL, "status"),
     *("p50_ms", "p50_low_ms", "p50_high_ms", "test_accuracy", "iterations"),
+    *("verdict", "change", "change_low", "change_high", "noise_floor"),
 ]
-"""One row per run x cell x batch size; ``p50_low_ms``/``p50_high_ms`` bound the median (95%)."""
+"""One row per run x cell x batch size; ``p50_low_ms``/``p50_high_ms`` bound the run's median
+(95%); ``verdict`` and ``change`` (relative, with its interval) judge the step from the
+previous run of the same machine (``first``: none; ``untested``: no trials on both sides)."""
+
+MARKS = {"regression": "\u25b2", "improvement": "\u25bc"}
+"""How the page marks a step that the trials call a change (up: slower, down: faster)."""
 
 
 def find_runs(paths: list[Path]) -> list[Path]:
@@ -91,8 +103,55 @@ def _history_rows(tables: RunTables) -> pd.DataFrame:
     ]
     intervals = pd.DataFrame(bounds, columns=[*keys, "p50_low_ms", "p50_high_ms"])
     intervals = intervals.astype({name: rows[name].dtype for name in keys})
-    rows = rows.merge(intervals, on=keys, how="left")
-    return rows[HISTORY_COLUMNS]
+    return rows.merge(intervals, on=keys, how="left")
+
+
+def _trial_logs(tables: RunTables) -> dict[tuple, np.ndarray]:
+    """(run_id, *cell) -> the log p50 of each trial of that row."""
+    trials = tables.trials
+    if trials.empty:
+        return {}
+    logs = np.log(trials["p50_ns"].to_numpy(dtype=np.float64))
+    grouped = trials.groupby(["run_id", *CELL], observed=True, sort=False)
+    return {
+        (key[0], *key[1:-1], int(key[-1])): logs[positions]
+        for key, positions in grouped.indices.items()
+    }
+
+
+def _judge_steps(table: pd.DataFrame, trials: dict[tuple, np.ndarray]) -> pd.DataFrame:
+    """Each row's verdict against the previous run of its machine, from the trials."""
+    from harness.compare import DEFAULT_RUN_NOISE, MIN_TRIALS
+    from harness.verdict import judge_unpaired
+
+    table = table.assign(
+        verdict="first", change=np.nan, change_low=np.nan, change_high=np.nan, noise_floor=np.nan
+    )
+    for _, rows in table.groupby("machine", sort=False):
+        run_ids = list(dict.fromkeys(rows["run_id"]))
+        for previous, current in itertools.pairwise(run_ids):
+            here = rows[rows["run_id"] == current]
+            base, new = {}, {}
+            for index, row in here.iterrows():
+                cell = (*(row[name] for name in CELL[:-1]), int(row["batch_size"]))
+                left, right = trials.get((previous, *cell)), trials.get((current, *cell))
+                table.loc[index, "verdict"] = "untested"
+                if (
+                    left is not None
+                    and right is not None
+                    and min(left.size, right.size) >= (MIN_TRIALS)
+                ):
+                    base[index], new[index] = left, right
+            verdicts = judge_unpaired(base, new, threshold=0.10, run_noise=DEFAULT_RUN_NOISE)
+            for index, verdict in verdicts.items():
+                table.loc[index, "verdict"] = verdict.verdict
+                table.loc[index, ["change", "change_low", "change_high", "noise_floor"]] = [
+                    verdict.change,
+                    verdict.low,
+                    verdict.high,
+                    verdict.noise_floor,
+                ]
+    return table
 
 
 def history_table(run_dirs: list[Path]) -> pd.DataFrame:
@@ -100,15 +159,19 @@ def history_table(run_dirs: list[Path]) -> pd.DataFrame:
     from harness.journal import JOURNAL_NAME, Journal
 
     frames = []
+    trials: dict[tuple, np.ndarray] = {}
     for run_dir in run_dirs:
         journal = run_dir / JOURNAL_NAME
-        frames.append(_history_rows(build_tables(Journal(journal).records(), journal)))
-    table = (
-        pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=HISTORY_COLUMNS)
-    )
+        tables = build_tables(Journal(journal).records(), journal)
+        frames.append(_history_rows(tables))
+        trials |= _trial_logs(tables)
+    if not frames:
+        return pd.DataFrame(columns=HISTORY_COLUMNS)
+    table = pd.concat(frames, ignore_index=True)
     table = table.drop_duplicates(["run_id", *CELL], keep="last")
     order = ["machine", "started", "git_sha", "run_id", *CELL]
-    return table.sort_values(order, kind="stable", ignore_index=True)
+    table = table.sort_values(order, kind="stable", ignore_index=True)
+    return _judge_steps(table, trials)[HISTORY_COLUMNS]
 
 
 def _run_label(run: pd.Series) -> str:
@@ -202,7 +265,14 @@ def _cell_table(rows: pd.DataFrame, runs: pd.DataFrame) -> str:
             accuracy = (
                 "" if pd.isna(row["test_accuracy"]) else f"<br>{100 * row['test_accuracy']:.2f}%"
             )
-            cells.append(f"<td>{row['p50_ms']:.3g}{interval}{accuracy}</td>")
+            step = ""
+            if row["verdict"] in MARKS:
+                change = (
+                    f"{100 * row['change']:+.0f}% [{100 * row['change_low']:+.0f}, "
+                    f"{100 * row['change_high']:+.0f}]"
+                )
+                step = f"<br><b>{MARKS[row['verdict']]} {change}</b>"
+            cells.append(f"<td>{row['p50_ms']:.3g}{interval}{step}{accuracy}</td>")
         name = html.escape("/".join(str(k) for k in key[:5]) + f" b={key[5]}")
         body.append(f"<tr><th>{name}</th>{''.join(cells)}</tr>")
     return (
@@ -227,7 +297,9 @@ def render_history_html(table: pd.DataFrame) -> str:
         sections.append(
             f"<h2>{html.escape(str(machine))}</h2>"
             f"<p>{len(runs)} run{'s' * (len(runs) != 1)}, ordered by start time and git SHA. "
-            "Each cell: p50 ms per call [95% interval of the median], then accuracy.</p>"
+            "Each cell: p50 ms per call [95% interval of the run's median], a mark where the "
+            "trials call the step from the previous run a change (\u25b2 slower, \u25bc faster: "
+            "change [interval], as <code>harness compare</code> judges it), then accuracy.</p>"
             f'<img alt="p50 and accuracy over runs" src="{_figure_png(rows, runs)}">'
             + _cell_table(rows, runs)
         )
