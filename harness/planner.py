@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from harness.api import Dataset
-from harness.errors import SuiteError
+from harness.errors import HarnessError, SuiteError
 from harness.registry import Registry
 from harness.suite import Suite
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, order=True)
 class ModelKey:
     """One trained model: a dataset, a model and a variant."""
 
@@ -98,3 +99,57 @@ def plan_cells(suite: Suite, registry: Registry) -> list[ModelPlan]:
                 )
                 plans.append(ModelPlan(key, cells))
     return plans
+
+
+@dataclass(frozen=True)
+class Shard:
+    """One machine's share of a suite run on ``count`` machines; ``index`` counts from 1, as
+    ``--shard I/N`` does."""
+
+    index: int
+    count: int
+
+    @classmethod
+    def parse(cls, text: str) -> Shard:
+        """``I/N`` with 1 <= I <= N; anything else is an error naming it."""
+        match = re.fullmatch(r"(\d+)/(\d+)", text.strip())
+        if not match or not 1 <= int(match[1]) <= int(match[2]):
+            raise HarnessError(
+                f"--shard {text!r}: expected I/N, shard I of N machines with 1 <= I <= N "
+                "(e.g. 1/2 and 2/2)"
+            )
+        return cls(int(match[1]), int(match[2]))
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+    def to_dict(self) -> dict[str, int]:
+        return {"index": self.index, "count": self.count}
+
+
+def shard_plans(plans: list[ModelPlan], index: int, count: int) -> list[ModelPlan]:
+    """Shard ``index`` of ``count`` (from 1): every model trains and is measured on exactly one
+    shard, with all its cells, so no two machines train the same model.
+
+    The models, sorted by dataset, model and variant, are dealt to the shards like cards, one
+    round forwards and the next backwards (1, 2, ..., N, N, ..., 2, 1, 1, 2, ...): neighbours in
+    that order differ only in their variant, so each shard gets a mix of cheap (pool) and dear
+    (nopool) models. The split depends only on the suite's models, never on the machine. A shard
+    that would get no model is an error: a suite of M models runs on at most M machines.
+    """
+    if not 1 <= index <= count:
+        raise HarnessError(f"shard {index}/{count}: the index must be 1 to {count}")
+    if count > len(plans):
+        raise HarnessError(
+            f"--shard {index}/{count}: the suite has {len(plans)} model(s) (dataset x model x "
+            f"variant), so it splits into at most {len(plans)} shards"
+        )
+    ordered = sorted(plan.key for plan in plans)
+    mine = {key for position, key in enumerate(ordered) if _dealt_to(position, count) == index}
+    return [plan for plan in plans if plan.key in mine]  # in the suite's order, as unsharded
+
+
+def _dealt_to(position: int, count: int) -> int:
+    """The shard (from 1) dealt the model at ``position``: forwards one round, then backwards."""
+    turn = position % (2 * count)
+    return 1 + (turn if turn < count else 2 * count - 1 - turn)

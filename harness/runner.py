@@ -21,7 +21,7 @@ from harness import __version__
 from harness.api import LabelledImages, ParityTolerance, TrainedModel
 from harness.errors import HarnessError
 from harness.journal import JOURNAL_NAME, Journal
-from harness.planner import CellKey, ModelKey, ModelPlan, plan_cells
+from harness.planner import CellKey, ModelKey, ModelPlan, Shard, plan_cells, shard_plans
 from harness.registry import Registry
 from harness.suite import Suite, suite_from_dict
 
@@ -45,13 +45,14 @@ class RunOutcome:
         return sum(n for status, n in self.cells.items() if status in FAILED_STATUSES)
 
 
-def new_run_dir(runs_root: Path, suite: Suite) -> Path:
-    """A fresh folder ``<UTC time>-<suite name>`` under ``runs_root``; a run started in the
-    same second gets ``-2``, ``-3``, ... (``mkdir`` is atomic, so two processes never share
-    one)."""
+def new_run_dir(runs_root: Path, suite: Suite, shard: Shard | None = None) -> Path:
+    """A fresh folder ``<UTC time>-<suite name>`` under ``runs_root``, ending in
+    ``-shard<I>of<N>`` for a shard (its name is its run id, and shards started in the same
+    second on N machines are merged); a run started in the same second gets ``-2``, ``-3``,
+    ... (``mkdir`` is atomic, so two processes never share one)."""
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     runs_root.mkdir(parents=True, exist_ok=True)
-    base = f"{stamp}-{suite.name}"
+    base = f"{stamp}-{suite.name}" + (f"-shard{shard.index}of{shard.count}" if shard else "")
     for attempt in range(1, MAX_RUN_DIR_ATTEMPTS + 1):
         run_dir = runs_root / (base if attempt == 1 else f"{base}-{attempt}")
         try:
@@ -92,9 +93,11 @@ class Runner:
         log: Callable[[str], None] = lambda line: print(line, file=sys.stderr),
         progress: bool = True,
         measure_peak: Callable[[], dict[str, Any]] | None = None,
+        shard: Shard | None = None,
     ) -> None:
         """``measure_peak`` measures the GEMM peak again when the run ends: on a shared machine
-        one measurement can come out low, and the reports take the best of start and end."""
+        one measurement can come out low, and the reports take the best of start and end.
+        ``shard`` runs only that shard's models (``harness run --shard``)."""
         self.suite = suite
         self.registry = registry
         self.data_dir = data_dir
@@ -103,12 +106,15 @@ class Runner:
         self.log = log
         self.progress = progress
         self.measure_peak = measure_peak
+        self.shard = shard
         self.journal = Journal(run_dir / JOURNAL_NAME)
         self.phases: dict[str, float] = defaultdict(float)
 
     def run(self) -> RunOutcome:
         started = time.perf_counter()
         plans = plan_cells(self.suite, self.registry)
+        if self.shard is not None:
+            plans = shard_plans(plans, self.shard.index, self.shard.count)
         outcome = RunOutcome(self.run_dir)
         done_models, done_cells = self._journal_state(outcome)
         measured: list[CellSpec] = []  # measured ok by this invocation: trials time them again
@@ -249,6 +255,7 @@ class Runner:
                 "gemm_peak": gemm_peak,
                 "plugins": plugins,
             }
+            | ({"shard": self.shard.to_dict()} if self.shard is not None else {})
         )
 
     def _journal_state(self, outcome: RunOutcome) -> tuple[set[ModelKey], set[CellKey]]:

@@ -1,4 +1,4 @@
-"""Join runs made on different machines (e.g. a CI matrix, one backend per machine) into one
+"""Join runs made on different machines (a CI matrix of shards, or one backend per machine) into one
 report folder; each run keeps its environment, and every output is rebuilt for the merged set.
 """
 

@@ -9,8 +9,12 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from harness.errors import EXIT_OK, EXIT_REGRESSION, HarnessError
+
+if TYPE_CHECKING:
+    from harness.planner import Shard
 
 DEFAULT_SUITE = "quick"
 DEFAULT_OUT = "reports/runs"
@@ -37,6 +41,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, help="seed for data order, weights and dropout")
     parser.add_argument("--test-subset", type=int, help="score only the first N test images")
     parser.add_argument("--timeout", type=float, help="seconds before a worker is killed")
+    parser.add_argument(
+        "--shard",
+        metavar="I/N",
+        help="run shard I of N: this machine's share of the suite's models (merge the N runs)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -53,6 +62,7 @@ PLAN_FLAGS = {
     "seed": "--seed",
     "test_subset": "--test-subset",
     "timeout": "--timeout",
+    "shard": "--shard",
 }
 """Flags that shape a new run; a resumed run keeps the plan it started with."""
 
@@ -68,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     from harness.journal import JOURNAL_NAME, Journal
     from harness.paths import model_cache_dir, resolve_data_dir
     from harness.peak import measure_gemm_peak
-    from harness.planner import plan_cells
+    from harness.planner import Shard, plan_cells, shard_plans
     from harness.plugins import get_host
     from harness.report import write_run_reports
     from harness.runner import Runner, new_run_dir, suite_of_run
@@ -90,7 +100,9 @@ def run(args: argparse.Namespace) -> int:
             raise HarnessError(f"{run_dir}: not a run folder (no {JOURNAL_NAME}) to resume")
         Journal(run_dir / JOURNAL_NAME).repair()  # a run killed mid-write left a torn line
         suite = suite_of_run(run_dir)
+        shard = _shard_of_run(run_dir)
     else:
+        shard = Shard.parse(args.shard) if args.shard is not None else None
         suite = override(
             load_suite(args.suite or DEFAULT_SUITE),
             datasets=as_tuple(args.dataset),
@@ -104,8 +116,10 @@ def run(args: argparse.Namespace) -> int:
             test_subset=args.test_subset,
             worker_timeout_s=args.timeout,
         )
-        plan_cells(suite, host.registry())  # a bad plan fails before a run folder exists
-        run_dir = new_run_dir(Path(args.out or DEFAULT_OUT), suite)
+        plans = plan_cells(suite, host.registry())  # a bad plan fails before a run folder exists
+        if shard is not None:
+            shard_plans(plans, shard.index, shard.count)
+        run_dir = new_run_dir(Path(args.out or DEFAULT_OUT), suite, shard)
     runner = Runner(
         suite,
         host.registry(),
@@ -114,6 +128,7 @@ def run(args: argparse.Namespace) -> int:
         model_cache_dir(),
         progress=not args.no_progress,
         measure_peak=lambda: measure_gemm_peak().to_dict(),
+        shard=shard,
     )
     if not args.resume:
         runner.start_journal(capture_environment(), measure_gemm_peak().to_dict(), host.record())
@@ -128,3 +143,12 @@ def run(args: argparse.Namespace) -> int:
     counts = ", ".join(f"{n} {status}" for status, n in sorted(outcome.cells.items()))
     print(f"cells: {counts}; report: {run_dir / 'report.md'}", file=sys.stderr)
     return EXIT_REGRESSION if outcome.failed else EXIT_OK
+
+
+def _shard_of_run(run_dir: Path) -> Shard | None:
+    """The shard a run was started as, from its ``run`` record: a resumed shard stays one."""
+    from harness.journal import JOURNAL_NAME, Journal
+    from harness.planner import Shard
+
+    recorded = Journal(run_dir / JOURNAL_NAME).records()[0].get("shard")
+    return Shard(recorded["index"], recorded["count"]) if recorded else None
