@@ -43,7 +43,7 @@ from harness.latency import measure
 from harness.suite import LatencyConfig
 from harness.worker import RUNNER_PID_VARIABLE
 
-TRIAL_QUANTILES = (50, 90, 99)
+TRIAL_QUANTILES = (10, 50, 90, 99)
 """The percentiles every trial reports (numpy's ``linear`` method, as the run reports)."""
 
 

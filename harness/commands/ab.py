@@ -67,7 +67,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--trial-seconds", type=float, default=0.1, help="timed seconds per trial (0.1)"
     )
     parser.add_argument(
-        "--percentile", type=int, default=50, choices=(50, 90, 99), help="trial statistic (50)"
+        "--percentile", type=int, default=50, choices=(10, 50, 90, 99), help="trial statistic (50)"
     )
     parser.add_argument(
         "--alpha", type=float, default=0.01, help="family-wise error rate over all rows (0.01)"

@@ -46,7 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--percentile",
         type=int,
         default=50,
-        choices=(50, 90, 99),
+        choices=(10, 50, 90, 99),
         help="trial percentile to judge latency by (50)",
     )
     parser.add_argument(

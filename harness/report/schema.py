@@ -118,6 +118,7 @@ TRIAL_COLUMNS: tuple[Column, ...] = (
     Column("p50_ns", "float64", "median of the trial's calls, in nanoseconds"),
     Column("p90_ns", "float64", "90th percentile of the trial's calls, in nanoseconds"),
     Column("p99_ns", "float64", "99th percentile of the trial's calls, in nanoseconds"),
+    Column("p10_ns", "float64", "10th percentile of the trial's calls, in nanoseconds"),
 )
 """One row per trial of the trial phase (``latency.trial_rounds``): what ``harness compare``
 judges latency by."""

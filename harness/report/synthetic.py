@@ -199,6 +199,7 @@ def trials_record(
                 "p50_ns": float(median),
                 "p90_ns": float(median * 1.1),
                 "p99_ns": float(median * 1.3),
+                "p10_ns": float(median * 0.95),
             }
             for index, median in enumerate(medians)
         ],
