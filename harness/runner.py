@@ -236,6 +236,7 @@ class Runner:
             latency=self.suite.latency,
             backend_options=self.suite.backend_options.get(cell.backend, {}),
             seed=self.suite.seed,
+            serving=self.suite.serving,
         )
 
     def start_journal(

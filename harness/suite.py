@@ -61,6 +61,51 @@ class LatencyConfig:
 
 
 @dataclass(frozen=True)
+class ServingConfig:
+    """MLPerf-style Server and Offline scenarios (:mod:`harness.serving`), off by default: they
+    add about ``(search_steps + 2) x max(min_seconds, min_queries / rate)`` seconds per cell."""
+
+    enabled: bool = False
+    datasets: tuple[str, ...] = ()
+    """Only cells of these datasets (empty: every dataset)."""
+    p99_bound_ms: dict[str, float] = field(default_factory=lambda: {"default": 100.0})
+    """The Server scenario's p99 bound; keys looked up as ``training.steps``'s are
+    (``dataset.variant``, ``variant``, ``dataset``, ``default``); a table without ``default``
+    keeps 100 ms for the rest."""
+    concurrency: int = 1
+    """Server queries in flight at once (threads calling ``predict``)."""
+    min_queries: int = 662
+    """Per rate; 662 is MLPerf LoadGen's minimum for a p99 claim at 99% confidence."""
+    min_seconds: float = 2.0
+    """Per rate: at least this long a schedule."""
+    rate_low: float = 0.05
+    rate_high: float = 1.0
+    """The rate search's range, as fractions of the capacity a closed loop suggests
+    (``concurrency`` / mean seconds per call)."""
+    search_steps: int = 6
+    """Bisection steps between ``rate_low`` and ``rate_high`` (log-space midpoints)."""
+    offline_batch_sizes: tuple[int, ...] = (1, 8, 32, 128)
+    offline_concurrency: tuple[int, ...] = (1, 2)
+    """Threads calling ``predict`` at once in the Offline scenario."""
+    offline_seconds: float = 1.0
+    """Per Offline configuration."""
+
+    def measures(self, dataset: str) -> bool:
+        return self.enabled and (not self.datasets or dataset in self.datasets)
+
+    def bound_for(self, dataset: str, variant: str) -> float:
+        for key in (f"{dataset}.{variant}", variant, dataset, "default"):
+            if key in self.p99_bound_ms:
+                return self.p99_bound_ms[key]
+        raise SuiteError(f"serving.p99_bound_ms has no entry for {dataset}.{variant}")
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ServingConfig:
+        lists = ("datasets", "offline_batch_sizes", "offline_concurrency")
+        return cls(**{key: tuple(v) if key in lists else v for key, v in data.items()})
+
+
+@dataclass(frozen=True)
 class Suite:
     """Everything a run measures: the plan's axes and how to train and time."""
 
@@ -80,6 +125,7 @@ class Suite:
     """Use tiny generated data in the canonical formats instead of a data folder (CI, tests)."""
     training: TrainingRecipe = field(default_factory=TrainingRecipe)
     latency: LatencyConfig = field(default_factory=LatencyConfig)
+    serving: ServingConfig = field(default_factory=ServingConfig)
     backend_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Per-backend settings, e.g. ``{"onnxruntime": {"intra_op_threads": 2}}``."""
     source: str = "<defaults>"
@@ -89,12 +135,16 @@ class Suite:
         out: dict[str, Any] = {}
         for f in fields(self):
             value = getattr(self, f.name)
-            if isinstance(value, TrainingRecipe | LatencyConfig):
-                value = {g.name: getattr(value, g.name) for g in fields(value)}
+            if isinstance(value, TrainingRecipe | LatencyConfig | ServingConfig):
+                value = {g.name: _plain(getattr(value, g.name)) for g in fields(value)}
             elif isinstance(value, tuple):
                 value = list(value)
             out[f.name] = value
         return out
+
+
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
 
 
 _TOP_TYPES: dict[str, tuple[type, ...]] = {
@@ -112,6 +162,7 @@ _TOP_TYPES: dict[str, tuple[type, ...]] = {
     "synthetic_data": (bool,),
     "training": (dict,),
     "latency": (dict,),
+    "serving": (dict,),
     "backend_options": (dict,),
 }
 
@@ -128,6 +179,12 @@ _LIMITS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "latency.max_seconds": (lambda v: v > 0, "be positive"),
     "latency.trial_workers": (lambda v: v >= 1, "be at least 1"),
     "latency.trial_seconds": (lambda v: v > 0, "be positive"),
+    "serving.concurrency": (lambda v: v >= 1, "be at least 1"),
+    "serving.min_queries": (lambda v: v >= 1, "be at least 1"),
+    "serving.rate_low": (lambda v: 0 < v < 10, "be above 0 and below 10 (x capacity)"),
+    "serving.rate_high": (lambda v: 0 < v <= 10, "be above 0 and at most 10 (x capacity)"),
+    "serving.search_steps": (lambda v: v >= 1, "be at least 1"),
+    "serving.offline_seconds": (lambda v: v > 0, "be positive"),
 }
 """What each number may be beyond its type, by dotted key; any other number must not be
 negative. Every float must be finite as well (TOML and ``float()`` read ``nan`` and ``inf``)."""
@@ -207,6 +264,52 @@ def _section(source: str, prefix: str, data: dict[str, Any], cls: type) -> Any:
     return cls(**values)
 
 
+def _serving(source: str, data: dict[str, Any]) -> ServingConfig:
+    """The ``[serving]`` table: its lists and bound table here, its numbers by ``_section``."""
+    scalars = dict(data)
+    lists: dict[str, Any] = {}
+    for key, kind in (
+        ("datasets", str),
+        ("offline_batch_sizes", int),
+        ("offline_concurrency", int),
+    ):
+        if key not in scalars:
+            continue
+        value = scalars.pop(key)
+        allowed = "names" if kind is str else "integers of at least 1"
+        ok = isinstance(value, list) and all(
+            isinstance(v, kind) and not isinstance(v, bool) and (kind is str or v >= 1)
+            for v in value
+        )
+        if not ok or (kind is int and not value):
+            empty = "" if kind is str else "non-empty "
+            raise SuiteError(
+                f"{source}: serving.{key} must be a {empty}list of {allowed}, got {value!r}"
+            )
+        _check_unique(source, f"serving.{key}", value)
+        lists[key] = tuple(value)
+    if "p99_bound_ms" in scalars:
+        value = scalars.pop("p99_bound_ms")
+        _check_type(source, "serving.p99_bound_ms", value, (dict, int, float))
+        bounds = value if isinstance(value, dict) else {"default": value}
+        for sub, bound in bounds.items():
+            _check_type(source, f"serving.p99_bound_ms.{sub}", bound, (int, float))
+            if bound <= 0:
+                raise SuiteError(
+                    f"{source}: serving.p99_bound_ms.{sub} must be positive (ms), got {bound!r}"
+                )
+        lists["p99_bound_ms"] = {**ServingConfig().p99_bound_ms} | {
+            sub: float(bound) for sub, bound in bounds.items()
+        }
+    config = replace(_section(source, "serving", scalars, ServingConfig), **lists)
+    if config.rate_low >= config.rate_high:
+        raise SuiteError(
+            f"{source}: serving.rate_low ({config.rate_low:g}) must be below serving.rate_high "
+            f"({config.rate_high:g})"
+        )
+    return config
+
+
 def parse_suite(data: dict[str, Any], source: str) -> Suite:
     """Validate a suite's TOML content; errors name the source, the key and what is allowed."""
     values: dict[str, Any] = {"source": source}
@@ -220,6 +323,8 @@ def parse_suite(data: dict[str, Any], source: str) -> Suite:
             value = _section(source, "training", value, TrainingRecipe)
         elif key == "latency":
             value = _section(source, "latency", value, LatencyConfig)
+        elif key == "serving":
+            value = _serving(source, value)
         elif key == "batch_sizes":
             if not value or not all(
                 isinstance(b, int) and not isinstance(b, bool) and b > 0 for b in value

@@ -37,7 +37,7 @@ import numpy as np
 from harness.api import Predictor, TrainedModel
 from harness.errors import DeviceUnavailable
 from harness.latency import LatencyStats, measure
-from harness.suite import LatencyConfig
+from harness.suite import LatencyConfig, ServingConfig
 
 EVAL_CHUNK = 256
 """Images per call when scoring the whole evaluation set."""
@@ -67,6 +67,7 @@ class CellSpec:
     backend_options: dict[str, Any] = field(default_factory=dict)
     """This backend's own settings (the suite's ``backend_options[backend]``)."""
     seed: int = 0
+    serving: ServingConfig = field(default_factory=ServingConfig)
 
     @property
     def label(self) -> str:
@@ -92,6 +93,7 @@ class CellSpec:
                 "eval_path": Path(data["eval_path"]),
                 "batch_sizes": tuple(data["batch_sizes"]),
                 "latency": LatencyConfig(**data["latency"]),
+                "serving": ServingConfig.from_json(data.get("serving") or {}),
             }
         )
 
@@ -121,6 +123,7 @@ def empty_record(spec: CellSpec, status: str, error: str | None) -> dict[str, An
         "phases": {"prepare": None, "accuracy": None, "latency": None},
         "worker_seconds": None,
         "batches": [],
+        "serving": None,
     }
 
 
@@ -145,6 +148,8 @@ def run_cell(spec: CellSpec) -> dict[str, Any]:
         record["prepare_s"] = record["phases"]["prepare"] = time.perf_counter() - before
         try:
             _measure_predictor(predictor, spec, images, labels, reference, record)
+            if spec.serving.measures(spec.dataset):
+                _measure_serving(predictor, spec, images, record)
             if spec.device != "cpu":
                 record["peak_gpu_memory_bytes"] = gpu_memory_bytes()
         finally:
@@ -212,6 +217,18 @@ def _measure_predictor(
     record["phases"]["latency"] = time.perf_counter() - before
     record["describe"] = predictor.describe()
     record["batches"] = batches
+
+
+def _measure_serving(
+    predictor: Predictor, spec: CellSpec, images: np.ndarray, record: dict[str, Any]
+) -> None:
+    """The Server and Offline scenarios (:mod:`harness.serving`) on the same predictor."""
+    from harness.serving import measure_serving
+
+    before = time.perf_counter()
+    bound_ms = spec.serving.bound_for(spec.dataset, spec.variant)
+    record["serving"] = measure_serving(predictor, images, spec.serving, bound_ms, spec.seed)
+    record["phases"]["serving"] = time.perf_counter() - before
 
 
 def describe_exception(exc: BaseException) -> str:
