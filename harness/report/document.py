@@ -329,7 +329,45 @@ def _backend_blocks(rows: pd.DataFrame, many_runs: bool) -> list[Block]:
     notes.append(_efficiency_note(measured))
     if any_unstable:
         notes.append(UNSTABLE_NOTE)
-    return [*blocks, Paragraph(" ".join(notes))]
+    blocks.append(Paragraph(" ".join(notes)))
+    return blocks + _serving_blocks(measured, many_runs)
+
+
+SERVING_NOTE = (
+    "Server: queries of one image arrive as a Poisson process; latency runs from each query's "
+    "scheduled arrival, so waiting in the queue counts. max QPS is the highest rate measured "
+    "with p99 within the bound (at least serving.min_queries per rate, 662 by default), below "
+    "every rate measured beyond it; ≥ marks a search that never reached the bound. sched. "
+    "error: the load generator's own lateness (p99) at the highest rate tried. Offline: the "
+    "most images per second over the batch sizes and threads tried, with the configuration "
+    "that reached it."
+)
+
+
+def _serving_blocks(measured: pd.DataFrame, many_runs: bool) -> list[Block]:
+    """One row per cell the suite's [serving] measured: Server at its bound, and Offline."""
+    cells = measured.dropna(subset=["serving_p99_bound_ms"]).drop_duplicates(_CELL_KEYS)
+    if cells.empty:
+        return []
+    headers = ("model", "variant", "backend", "device", "p99 bound ms", "in flight")
+    headers += ("max QPS at p99 ≤ bound", "p99 ms at it", "sched. error p99 ms")
+    headers += ("offline images/s", "offline batch x threads") + (("run",) if many_runs else ())
+    body = []
+    for row in cells.sort_values(_CELL_KEYS).itertuples(index=False):
+        capped = not _missing(row.serving_capped) and bool(row.serving_capped)
+        qps = "none" if _missing(row.serving_max_qps) else fmt_number(row.serving_max_qps)
+        values = (row.model, row.variant, row.backend, row.device)
+        values += (fmt_number(row.serving_p99_bound_ms), fmt_int(row.serving_concurrency))
+        values += (("≥ " if capped else "") + qps, fmt_number(row.serving_p99_ms))
+        values += (fmt_number(row.serving_schedule_error_p99_ms),)
+        values += (fmt_number(row.offline_images_per_s),)
+        values += (f"{fmt_int(row.offline_batch_size)} x {fmt_int(row.offline_concurrency)}",)
+        body.append(values + ((row.run_id,) if many_runs else ()))
+    return [
+        Paragraph("Serving (MLPerf LoadGen-style Server and Offline scenarios):"),
+        Table(headers, tuple(body)),
+        Paragraph(SERVING_NOTE),
+    ]
 
 
 def _confusions(tables: RunTables, dataset: str, many_runs: bool) -> list[str]:

@@ -70,6 +70,10 @@ _CELL_COLUMNS = (
 )
 
 
+SERVING_CURVE_COLUMNS = [*CELL_IDENTITY, "run_id", "rate_qps", "p50_ms", "p99_ms", "bound_ms"]
+"""One row per rate the Server scenario measured: what the rate-against-p99 figure draws."""
+
+
 @dataclass
 class RunTables:
     """Everything a report is made of."""
@@ -82,6 +86,10 @@ class RunTables:
     models: list[dict[str, Any]] = field(default_factory=list)
     trials: pd.DataFrame = field(default_factory=lambda: empty_frame(TRIAL_COLUMNS))
     """One row per trial of the run's trial phase (empty when it had none)."""
+    serving_curve: pd.DataFrame = field(
+        default_factory=lambda: pd.DataFrame(columns=SERVING_CURVE_COLUMNS)
+    )
+    """One row per rate each cell's Server scenario measured (empty without serving)."""
     """The ``model`` records, each with the run_id it belongs to."""
 
 
@@ -174,6 +182,7 @@ def _cell_rows(
         if key not in CORE_DESCRIBE_KEYS
     }
     base["peak_gflops"] = best_peak_gflops(run)
+    base |= _serving_columns(cell.get("serving") or {})
     batches = cell.get("batches") or []
     if batches:
         return [
@@ -188,6 +197,37 @@ def _cell_rows(
     # can match it and the report can list its error.
     batch_sizes = (run.get("suite") or {}).get("batch_sizes") or [None]
     return [base | {"batch_size": size} for size in batch_sizes]
+
+
+def _serving_columns(serving: dict[str, Any]) -> dict[str, Any]:
+    """The summary's serving_* and offline_* columns from a cell's ``serving`` record."""
+    server, offline = serving.get("server") or {}, serving.get("offline") or {}
+    return {
+        "serving_p99_bound_ms": server.get("p99_bound_ms"),
+        "serving_max_qps": server.get("max_qps"),
+        "serving_p99_ms": server.get("p99_ms"),
+        "serving_capped": server.get("capped"),
+        "serving_concurrency": server.get("concurrency"),
+        "serving_schedule_error_p99_ms": server.get("schedule_error_p99_ms"),
+        "offline_images_per_s": offline.get("images_per_s"),
+        "offline_batch_size": offline.get("batch_size"),
+        "offline_concurrency": offline.get("concurrency"),
+    }
+
+
+def serving_curve_frame(cells: dict[tuple, dict[str, Any]]) -> pd.DataFrame:
+    """Every Server scenario point of every cell (kept in the journal, not the summary)."""
+    rows = []
+    for (run_id, *identity), cell in cells.items():
+        server = (cell.get("serving") or {}).get("server") or {}
+        cell_keys = dict(zip(CELL_IDENTITY, identity, strict=True)) | {"run_id": run_id}
+        rows += [
+            cell_keys
+            | {key: point.get(key) for key in ("rate_qps", "p50_ms", "p99_ms")}
+            | {"bound_ms": server.get("p99_bound_ms")}
+            for point in server.get("curve") or []
+        ]
+    return pd.DataFrame(rows, columns=SERVING_CURVE_COLUMNS)
 
 
 def peak_measurements(run: dict[str, Any]) -> dict[str, float]:
@@ -306,4 +346,5 @@ def build_tables(records: list[dict[str, Any]], source: Path) -> RunTables:
         runs=runs,
         models=list(models.values()),
         trials=trials_frame(records),
+        serving_curve=serving_curve_frame(cells),
     )

@@ -1,5 +1,5 @@
 """The report's figures as PNG files: latency, accuracy against size, accuracy against latency,
-throughput, confusions.
+throughput, the Server scenario's p99 against arrival rate, confusions.
 
 Latency spans three orders of magnitude (a pooled model at batch 1, a model without pooling at a
 large batch), so its axes are logarithmic with plain labels; its spread is drawn from the raw
@@ -393,6 +393,42 @@ def confusion_plot(model: dict[str, Any], run_dir: Path, run_count: int) -> Plot
     return _save(figure, run_dir, name, f"Confusion matrix, {identity}")
 
 
+def serving_plot(curve: pd.DataFrame, run_dir: Path, footer: str = "") -> Plot | None:
+    """The Server scenario's search: p99 latency against the arrival rate (both on log axes),
+    one line per cell, one panel per dataset, each cell's p99 bound dashed in its colour."""
+    if curve.empty:
+        return None
+    plt = _pyplot()
+    keys = ["model", "variant", "backend", "device", "run_id"]
+    many_runs = curve["run_id"].nunique() > 1
+    datasets = sorted(curve["dataset"].unique())
+    figure, axes = plt.subplots(1, len(datasets), figsize=(6 * len(datasets), 4.5), squeeze=False)
+    for ax, dataset in zip(axes[0], datasets, strict=True):
+        panel = curve[curve["dataset"] == dataset]
+        for k, (key, line) in enumerate(panel.groupby(keys, sort=True)):
+            line = line.sort_values("rate_qps")
+            color = f"C{k % 10}"
+            label = "/".join(key[:4]) + (f" ({key[4]})" if many_runs else "")
+            ax.plot(line["rate_qps"], line["p99_ms"], marker="o", color=color, label=label)
+            ax.axhline(line["bound_ms"].iloc[0], color=color, linestyle="--", linewidth=0.8)
+        rates = panel["rate_qps"].to_numpy(dtype=float)
+        p99 = np.concatenate([panel["p99_ms"], panel["bound_ms"]]).astype(float)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlim(rates.min() / 1.3, rates.max() * 1.3)
+        ax.set_ylim(p99.min() / 1.5, p99.max() * 1.5)
+        log_axis(ax.xaxis, rates.min(), rates.max())
+        log_axis(ax.yaxis, p99.min(), p99.max())
+        ax.grid(which="major", color="#ddd", linewidth=0.6)
+        ax.set_xlabel("arrival rate, queries of one image per second (log scale)")
+        ax.set_ylabel("p99 ms from scheduled arrival (log scale)")
+        ax.set_title(f"{dataset}: Server scenario, dashed: p99 bound")
+        ax.legend(fontsize=7)
+    _footer(figure, footer)
+    figure.subplots_adjust(bottom=0.18, wspace=0.3)
+    return _save(figure, run_dir, "serving.png", "Server scenario: p99 against arrival rate")
+
+
 PlotTask = tuple[Callable[..., Plot | None], tuple[Any, ...]]
 
 
@@ -410,5 +446,6 @@ def plot_tasks(tables: RunTables, run_dir: Path) -> list[PlotTask]:
         (accuracy_params_plot, (summary, run_dir)),
         *((latency_accuracy_plot, (summary, spread_ms, d, run_dir, footer)) for d in datasets),
         (throughput_plot, (summary, run_dir, footer)),
+        (serving_plot, (tables.serving_curve, run_dir, footer)),
         *((confusion_plot, (model, run_dir, run_count)) for model in tables.models),
     ]

@@ -97,6 +97,49 @@ SUMMARY_COLUMNS: tuple[Column, ...] = (
         "Int64",
         "GPU memory the worker held after its runs, CUDA context included (NVML; empty on CPU)",
     ),
+    Column(
+        "serving_p99_bound_ms",
+        "Float64",
+        "Server scenario (per cell, on each of its rows): the p99 bound of the rate search; "
+        "empty when the suite's [serving] did not measure the cell",
+    ),
+    Column(
+        "serving_max_qps",
+        "Float64",
+        "Server scenario: the highest Poisson arrival rate (queries of one image per second) "
+        "measured with its p99 within the bound, below every rate measured beyond it; empty "
+        "when even the lowest rate tried was beyond it",
+    ),
+    Column(
+        "serving_p99_ms",
+        "Float64",
+        "Server scenario: p99 latency at serving_max_qps, from each query's scheduled arrival "
+        "(queueing included)",
+    ),
+    Column(
+        "serving_capped",
+        "boolean",
+        "Server scenario: every rate tried was within the bound, so serving_max_qps is a floor",
+    ),
+    Column(
+        "serving_concurrency",
+        "Int64",
+        "Server scenario: queries in flight at once (threads calling predict)",
+    ),
+    Column(
+        "serving_schedule_error_p99_ms",
+        "Float64",
+        "Server scenario: p99 of the load generator's lateness (send time minus scheduled "
+        "time) at the highest rate tried",
+    ),
+    Column(
+        "offline_images_per_s",
+        "Float64",
+        "Offline scenario (per cell): the most images per second over the batch sizes and "
+        "thread counts tried",
+    ),
+    Column("offline_batch_size", "Int64", "Offline scenario: the batch size that reached it"),
+    Column("offline_concurrency", "Int64", "Offline scenario: the threads that reached it"),
 )
 
 SAMPLE_COLUMNS: tuple[Column, ...] = (
