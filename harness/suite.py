@@ -68,6 +68,8 @@ class ServingConfig:
     enabled: bool = False
     datasets: tuple[str, ...] = ()
     """Only cells of these datasets (empty: every dataset)."""
+    variants: tuple[str, ...] = ()
+    """Only cells of these model variants (empty: every variant)."""
     p99_bound_ms: dict[str, float] = field(default_factory=lambda: {"default": 100.0})
     """The Server scenario's p99 bound; keys looked up as ``training.steps``'s are
     (``dataset.variant``, ``variant``, ``dataset``, ``default``); a table without ``default``
@@ -78,7 +80,7 @@ class ServingConfig:
     """Per rate; 662 is MLPerf LoadGen's minimum for a p99 claim at 99% confidence."""
     min_seconds: float = 2.0
     """Per rate: at least this long a schedule."""
-    rate_low: float = 0.05
+    rate_low: float = 0.1
     rate_high: float = 1.0
     """The rate search's range, as fractions of the capacity a closed loop suggests
     (``concurrency`` / mean seconds per call)."""
@@ -90,8 +92,12 @@ class ServingConfig:
     offline_seconds: float = 1.0
     """Per Offline configuration."""
 
-    def measures(self, dataset: str) -> bool:
-        return self.enabled and (not self.datasets or dataset in self.datasets)
+    def measures(self, dataset: str, variant: str) -> bool:
+        return (
+            self.enabled
+            and (not self.datasets or dataset in self.datasets)
+            and (not self.variants or variant in self.variants)
+        )
 
     def bound_for(self, dataset: str, variant: str) -> float:
         for key in (f"{dataset}.{variant}", variant, dataset, "default"):
@@ -101,7 +107,7 @@ class ServingConfig:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ServingConfig:
-        lists = ("datasets", "offline_batch_sizes", "offline_concurrency")
+        lists = ("datasets", "variants", "offline_batch_sizes", "offline_concurrency")
         return cls(**{key: tuple(v) if key in lists else v for key, v in data.items()})
 
 
@@ -270,6 +276,7 @@ def _serving(source: str, data: dict[str, Any]) -> ServingConfig:
     lists: dict[str, Any] = {}
     for key, kind in (
         ("datasets", str),
+        ("variants", str),
         ("offline_batch_sizes", int),
         ("offline_concurrency", int),
     ):

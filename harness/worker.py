@@ -148,7 +148,7 @@ def run_cell(spec: CellSpec) -> dict[str, Any]:
         record["prepare_s"] = record["phases"]["prepare"] = time.perf_counter() - before
         try:
             _measure_predictor(predictor, spec, images, labels, reference, record)
-            if spec.serving.measures(spec.dataset):
+            if spec.serving.measures(spec.dataset, spec.variant):
                 _measure_serving(predictor, spec, images, record)
             if spec.device != "cpu":
                 record["peak_gpu_memory_bytes"] = gpu_memory_bytes()

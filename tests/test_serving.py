@@ -295,14 +295,15 @@ def load(tmp_path: Path, text: str) -> ServingConfig:
 
 def test_serving_is_off_by_default_and_its_keys_have_documented_defaults(tmp_path: Path) -> None:
     assert load_suite("smoke").serving == ServingConfig()
-    assert not ServingConfig().measures("mnist")
+    assert not ServingConfig().measures("mnist", "pool")
     config = load(
         tmp_path,
-        'enabled = true\ndatasets = ["mnist"]\nconcurrency = 2\n'
+        'enabled = true\ndatasets = ["mnist"]\nvariants = ["pool"]\nconcurrency = 2\n'
         'p99_bound_ms = { pool = 20, "mnist.nopool" = 150.5 }\n'
         "offline_batch_sizes = [1, 64]\noffline_concurrency = [2]\n",
     )
-    assert config.measures("mnist") and not config.measures("cifar10")
+    assert config.measures("mnist", "pool") and not config.measures("cifar10", "pool")
+    assert not config.measures("mnist", "nopool")
     assert config.bound_for("mnist", "pool") == 20.0
     assert config.bound_for("mnist", "nopool") == 150.5
     assert config.bound_for("cifar10", "nopool") == 100.0  # the default stays
@@ -339,6 +340,7 @@ def test_a_suite_with_serving_survives_its_journal_round_trip(tmp_path: Path) ->
         ("offline_batch_sizes = [0]\n", "list of integers of at least 1, got [0]"),
         ("offline_concurrency = [1, 1]\n", "serving.offline_concurrency lists 1 more than once"),
         ("datasets = [1]\n", "serving.datasets must be a list of names, got [1]"),
+        ('variants = ["pool", "pool"]\n', "serving.variants lists pool more than once"),
     ],
 )
 def test_a_malformed_serving_table_names_the_key_and_what_is_allowed(
