@@ -15,6 +15,7 @@ them, so that a stored run carries its own spread between trials.
 from __future__ import annotations
 
 import random
+import statistics
 import sys
 import time
 from collections import defaultdict
@@ -50,6 +51,10 @@ class TrialConfig:
     """Calls before a trial's timing starts: the worker sat idle while the others ran."""
     min_iterations: int = 5
     """Calls per trial at least, however long a call takes."""
+    slices: int = 1
+    """A visit alternates the sides this many times, each slice timing ``trial_seconds /
+    slices`` (and at least 2 calls) per side, so that interference shorter than a trial still
+    falls on both sides alike; the visit's figure per side is the median over its slices."""
     seed: int = 0
     """Seeds the visiting order and the coin of each visit."""
     timeout_s: float = 600.0
@@ -78,6 +83,24 @@ class TrialsResult:
             "describe": self.describe,
             "seconds": self.seconds,
         }
+
+
+def combine_slices(summaries: list[dict[str, Any]]) -> dict[str, Any]:
+    """One side's figures for a visit from its slices: percentiles by the median over slices,
+    the mean weighted by calls."""
+    if len(summaries) == 1:
+        return summaries[0]
+    iterations = sum(s["iterations"] for s in summaries)
+    combined: dict[str, Any] = {
+        "ok": True,
+        "iterations": iterations,
+        "mean_ns": sum(s["mean_ns"] * s["iterations"] for s in summaries) / iterations,
+        "slices": len(summaries),
+    }
+    for name in summaries[0]:
+        if name.startswith("p") and name.endswith("_ns"):
+            combined[name] = statistics.median(s[name] for s in summaries)
+    return combined
 
 
 def row_key(spec: CellSpec, batch_size: int) -> RowKey:
@@ -162,16 +185,24 @@ def _visit(
             for row in rng.sample(rows, len(rows)):
                 dataset, model, variant, backend, device, batch_size = row.key
                 label = f"{dataset}-{model}-{variant}-{backend}-{device}"
-                order = rng.sample(sides, len(sides))
                 visit: dict[str, Any] = {"round": round_index, "worker": worker_index}
-                visit["order"] = order
-                for side in order:
-                    visit[side] = workers[(side, (backend, device))][worker_index].trial(
-                        label,
-                        batch_size,
-                        seconds=config.trial_seconds,
-                        warmup_seconds=config.warmup_seconds,
-                        min_iterations=config.min_iterations,
-                    )
+                slices: dict[str, list[dict[str, Any]]] = {side: [] for side in sides}
+                for slice_index in range(config.slices):
+                    order = rng.sample(sides, len(sides))
+                    if slice_index == 0:
+                        visit["order"] = order
+                    for side in order:
+                        worker = workers[(side, (backend, device))][worker_index]
+                        slices[side].append(
+                            worker.trial(
+                                label,
+                                batch_size,
+                                seconds=config.trial_seconds / config.slices,
+                                warmup_seconds=config.warmup_seconds / config.slices,
+                                min_iterations=max(2, config.min_iterations // config.slices),
+                            )
+                        )
+                for side, summaries in slices.items():
+                    visit[side] = combine_slices(summaries)
                 row.visits.append(visit)
                 bar.update()

@@ -67,6 +67,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--trial-seconds", type=float, default=0.1, help="timed seconds per trial (0.1)"
     )
     parser.add_argument(
+        "--slices",
+        type=int,
+        default=1,
+        help="times a pair alternates the sides within its trial seconds (1)",
+    )
+    parser.add_argument(
         "--percentile", type=int, default=50, choices=(10, 50, 90, 99), help="trial statistic (50)"
     )
     parser.add_argument(
@@ -118,6 +124,7 @@ def _options(items: list[str], flag: str) -> dict[str, dict[str, Any]]:
 def _check_ranges(args: argparse.Namespace) -> None:
     checks = (
         ("--workers", args.workers, args.workers >= 1, "at least 1"),
+        ("--slices", args.slices, args.slices >= 1, "at least 1"),
         ("--pairs", args.pairs, args.pairs >= 6, "at least 6"),
         ("--trial-seconds", args.trial_seconds, 0 < args.trial_seconds <= 60, "in (0, 60]"),
         ("--alpha", args.alpha, 0 < args.alpha < 1, "in (0, 1)"),
@@ -203,6 +210,7 @@ def run(args: argparse.Namespace) -> int:
         workers=args.workers,
         rounds=args.pairs,
         trial_seconds=args.trial_seconds,
+        slices=args.slices,
         seed=args.seed,
         timeout_s=suite.worker_timeout_s,
     )
