@@ -77,6 +77,7 @@ def register_backends(register):
 '''
 
 WORK_EFFECTS = {"work0": 0.0, "work5": 0.05, "work10": 0.10}
+AA_BATCHES = ("--batch-size", "1", "--batch-size", "8", "--batch-size", "32")
 
 
 def install_work_plugin(site: Path) -> dict[str, str]:
@@ -105,12 +106,12 @@ def harness(args: list[str], env: dict[str, str], log: Path) -> int:
     return done.returncode
 
 
-def ab_job(out: Path, name: str, extra: list[str], env: dict[str, str], pairs: int) -> dict:
+def ab_job(out: Path, name: str, extra: list[str], env: dict[str, str]) -> dict:
     folder = out / name
     folder.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     code = harness(
-        ["ab", "--out", str(folder), "--no-progress", "--pairs", str(pairs), *extra],
+        ["ab", "--out", str(folder), "--no-progress", *extra],
         env,
         folder / "log.txt",
     )
@@ -250,19 +251,8 @@ def main() -> int:
             ab_job(
                 out,
                 f"ab-aa-{i}",
-                [
-                    *mnist,
-                    "--batch-size",
-                    "1",
-                    "--batch-size",
-                    "8",
-                    "--batch-size",
-                    "32",
-                    "--seed",
-                    str(i),
-                ],
+                [*mnist, *AA_BATCHES, "--seed", str(i)],
                 env,
-                30,
             )
             for i in range(max(2, round(17 * scale)))
         ]
@@ -285,7 +275,6 @@ def main() -> int:
                     "onnxruntime.intra_op_threads=1",
                 ],
                 env,
-                30,
             )
             for i in range(max(2, round(8 * scale)))
         ]
@@ -295,12 +284,13 @@ def main() -> int:
 
     if "ab-work" in parts:
         work_env = {**env, **install_work_plugin(out / "site")}
-        work = ["--suite", "smoke", "--dataset", "mnist", "--variant", "pool", "--batch-size", "1"]
+        work = ["--suite", "smoke", "--dataset", "mnist", "--variant", "pool"]
+        work += ["--batch-size", "1", "--batch-size", "8"]
         for name, effect in WORK_EFFECTS.items():
             work += ["--backend", name, "--new-option", f"{name}.scale={1 + effect}"]
         jobs = [
-            ab_job(out, f"ab-work-{i}", [*work, "--seed", str(i)], work_env, 30)
-            for i in range(max(2, round(16 * scale)))
+            ab_job(out, f"ab-work-{i}", [*work, "--seed", str(i)], work_env)
+            for i in range(max(2, round(12 * scale)))
         ]
         results["ab-work"] = summarize_ab(jobs, lambda v: WORK_EFFECTS[v["backend"]])
         print("ab calibrated work:", json.dumps(results["ab-work"], indent=1), flush=True)

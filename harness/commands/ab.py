@@ -62,9 +62,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             "read as TOML: 2, 1.5, true, '\"parallel\"' or a bare word as a string)",
         )
     parser.add_argument("--workers", type=int, default=3, help="processes per side and backend (3)")
-    parser.add_argument("--pairs", type=int, default=30, help="pairs of trials per row (30)")
+    parser.add_argument("--pairs", type=int, default=24, help="pairs of trials per row (24)")
     parser.add_argument(
-        "--trial-seconds", type=float, default=0.1, help="timed seconds per trial (0.1)"
+        "--trial-seconds", type=float, default=0.05, help="timed seconds per trial (0.05)"
+    )
+    parser.add_argument(
+        "--warmup-seconds",
+        type=float,
+        default=0.15,
+        help="untimed seconds before each trial, for the process to settle (0.15)",
     )
     parser.add_argument(
         "--slices",
@@ -127,6 +133,7 @@ def _check_ranges(args: argparse.Namespace) -> None:
         ("--slices", args.slices, args.slices >= 1, "at least 1"),
         ("--pairs", args.pairs, args.pairs >= 6, "at least 6"),
         ("--trial-seconds", args.trial_seconds, 0 < args.trial_seconds <= 60, "in (0, 60]"),
+        ("--warmup-seconds", args.warmup_seconds, 0 <= args.warmup_seconds <= 60, "in [0, 60]"),
         ("--alpha", args.alpha, 0 < args.alpha < 1, "in (0, 1)"),
         ("--threshold", args.threshold, args.threshold > 0, "above 0"),
         ("--min-change", args.min_change, args.min_change >= 0, "0 or more"),
@@ -210,6 +217,7 @@ def run(args: argparse.Namespace) -> int:
         workers=args.workers,
         rounds=args.pairs,
         trial_seconds=args.trial_seconds,
+        warmup_seconds=args.warmup_seconds,
         slices=args.slices,
         seed=args.seed,
         timeout_s=suite.worker_timeout_s,
