@@ -186,7 +186,7 @@ def run(args: argparse.Namespace) -> int:
     if args.pairs < needed:
         raise HarnessError(
             f"--pairs {args.pairs} cannot show any change for {rows} rows at --alpha "
-            f"{args.alpha:g}: the signed-rank test needs at least {needed} pairs a row"
+            f"{args.alpha:g}: the sign test needs at least {needed} pairs a row"
         )
     for side in sides:
         for backend in side.backend_options:
@@ -251,8 +251,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _rule(args: argparse.Namespace) -> str:
     return (
-        f"p{args.percentile} of each trial; per row the Hodges-Lehmann change of "
-        f"NEW / BASE over {args.pairs} pairs, exact Wilcoxon signed-rank test, Holm over all "
+        f"p{args.percentile} of each trial; per row the median change of NEW / BASE over "
+        f"{args.pairs} pairs, exact sign test and its interval, Holm over all "
         f"rows at family-wise alpha {args.alpha:g} (intervals at the matching Bonferroni "
         f"level); same: interval within ±{args.threshold:g}%; a verdict needs a change of at "
         f"least {args.min_change:g}%"
