@@ -284,6 +284,6 @@ def test_a_wrong_schema_version_exits_2_naming_the_file(tmp_path, capsys):
 def test_another_percentile_can_be_judged(tmp_path, capsys, percentile):
     base = one_cell_run(tmp_path / "base", 1.0, 500, seed=1)
     new = one_cell_run(tmp_path / "new", 1.3, 500, seed=2)
-    code, out, _ = compare(capsys, base, new, "--percentile", percentile)
+    code, out, _ = compare(capsys, base, new, "--percentile", percentile, "--run-noise", "2")
     assert code == 1
     assert f"p{percentile}_ms" in out

@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from harness.commands.run import add_plan_arguments
 from harness.errors import EXIT_OK, EXIT_REGRESSION, HarnessError
 from harness.planner import plan_cells
 from harness.verdict import VERDICTS, minimum_pairs
@@ -35,16 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--suite", help="built-in suite or a .toml path (default: quick)")
     parser.add_argument("--data-dir", help="dataset folder (default: $HARNESS_DATA_DIR, or cache)")
     parser.add_argument("--out", help=f"folder for A/B folders (default: {DEFAULT_OUT})")
-    for flag, help_text in (
-        ("--dataset", "dataset (repeatable; overrides the suite)"),
-        ("--model", "model (repeatable)"),
-        ("--variant", "model variant (repeatable)"),
-        ("--backend", "backend (repeatable)"),
-        ("--device", "device (repeatable)"),
-    ):
-        parser.add_argument(flag, action="append", help=help_text)
-    parser.add_argument("--batch-size", type=int, action="append", help="batch size (repeatable)")
-    parser.add_argument("--steps", type=int, help="training steps for every model")
+    add_plan_arguments(parser)
     for side in ("base", "new"):
         parser.add_argument(
             f"--{side}-python",

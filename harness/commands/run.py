@@ -20,14 +20,8 @@ DEFAULT_SUITE = "quick"
 DEFAULT_OUT = "reports/runs"
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--suite",
-        help=f"built-in suite (smoke, quick, book) or a .toml path (default: {DEFAULT_SUITE})",
-    )
-    parser.add_argument("--data-dir", help="dataset folder (default: $HARNESS_DATA_DIR, or cache)")
-    parser.add_argument("--out", help=f"folder for run folders (default: {DEFAULT_OUT})")
-    parser.add_argument("--resume", metavar="RUN_DIR", help="finish an interrupted run")
+def add_plan_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags that choose a suite's cells and budget; ``harness ab`` takes them too."""
     for flag, help_text in (
         ("--dataset", "dataset to run (repeatable; overrides the suite)"),
         ("--model", "model to run (repeatable)"),
@@ -38,6 +32,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(flag, action="append", help=help_text)
     parser.add_argument("--batch-size", type=int, action="append", help="batch size (repeatable)")
     parser.add_argument("--steps", type=int, help="training steps for every model")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--suite",
+        help=f"built-in suite (smoke, quick, book) or a .toml path (default: {DEFAULT_SUITE})",
+    )
+    parser.add_argument("--data-dir", help="dataset folder (default: $HARNESS_DATA_DIR, or cache)")
+    parser.add_argument("--out", help=f"folder for run folders (default: {DEFAULT_OUT})")
+    parser.add_argument("--resume", metavar="RUN_DIR", help="finish an interrupted run")
+    add_plan_arguments(parser)
     parser.add_argument("--seed", type=int, help="seed for data order, weights and dropout")
     parser.add_argument("--test-subset", type=int, help="score only the first N test images")
     parser.add_argument("--timeout", type=float, help="seconds before a worker is killed")
