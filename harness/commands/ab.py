@@ -245,8 +245,8 @@ def _rule(args: argparse.Namespace) -> str:
     return (
         f"p{args.percentile} of each trial; per row the median change of NEW / BASE over "
         f"{args.pairs} pairs, exact sign test and its interval, Holm over all "
-        f"rows at family-wise alpha {args.alpha:g} (intervals at the matching Bonferroni "
-        f"level); same: interval within ±{args.threshold:g}%; a verdict needs a change of at "
+        f"rows at family-wise alpha {args.alpha:g} (each interval at the level Holm judged "
+        f"its row at); same: interval within ±{args.threshold:g}%; a verdict needs a change of at "
         f"least {args.min_change:g}%"
     )
 
