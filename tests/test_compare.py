@@ -244,7 +244,7 @@ def test_missing_and_new_rows_are_listed(tmp_path, capsys):
     new = write_run(
         tmp_path / "new", journal_records("new", datasets=("cifar10",), variants=("pool",))
     )
-    code, out, _ = compare(capsys, base, new)
+    code, out, _ = compare(capsys, base, new, "--allow-missing")
     assert code == 0
     assert "Rows in BASE missing from NEW (4)" in out
     assert "mnist/book_cnn/pool/keras/cpu/1" in out
@@ -287,3 +287,12 @@ def test_another_percentile_can_be_judged(tmp_path, capsys, percentile):
     code, out, _ = compare(capsys, base, new, "--percentile", percentile, "--run-noise", "2")
     assert code == 1
     assert f"p{percentile}_ms" in out
+
+
+def test_rows_missing_from_new_fail_unless_allowed(tmp_path, capsys):
+    base = one_cell_run(tmp_path / "base", 1.0, 50, seed=1)
+    new = one_cell_run(tmp_path / "new", 1.0, 50, seed=1, batch_sizes=(1,))
+    code, out, _ = compare(capsys, base, new, "--metrics", "deterministic")
+    assert code == 1
+    assert "1 row(s) of BASE missing from NEW" in out
+    assert compare(capsys, base, new, "--metrics", "deterministic", "--allow-missing")[0] == 0

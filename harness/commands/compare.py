@@ -68,6 +68,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="compare runs from different CPUs, thread settings or library major versions",
     )
+    parser.add_argument(
+        "--allow-missing",
+        action="store_true",
+        help="pass although rows of BASE are missing from NEW (a dropped backend fails by default)",
+    )
     parser.add_argument("--markdown", action="store_true", help="print Markdown (CI summaries)")
     parser.add_argument("--all", action="store_true", help="list unchanged metrics too")
 
@@ -154,7 +159,12 @@ def comparison_document(comparison: Any, args: argparse.Namespace) -> list[Any]:
             Heading(3, "Environment differences (allowed)"),
             Bullets(tuple(comparison.environment_differences)),
         ]
-    verdict = f"FAILED: {failures} regression(s) or change(s)" if failures else "no regression"
+    problems = []
+    if failures:
+        problems.append(f"{failures} regression(s) or change(s)")
+    if comparison.missing and not args.allow_missing:
+        problems.append(f"{len(comparison.missing)} row(s) of BASE missing from NEW")
+    verdict = f"FAILED: {'; '.join(problems)}" if problems else "no regression"
     blocks.append(Paragraph(f"Result: {verdict}."))
     return blocks
 
@@ -183,4 +193,5 @@ def run(args: argparse.Namespace) -> int:
     comparison = compare_runs(read_report_folder(args.base), read_report_folder(args.new), options)
     blocks = comparison_document(comparison, args)
     print(render_markdown(blocks) if args.markdown else render_text(blocks), end="")
-    return EXIT_REGRESSION if comparison.failures else EXIT_OK
+    missing = comparison.missing and not args.allow_missing
+    return EXIT_REGRESSION if comparison.failures or missing else EXIT_OK
