@@ -17,7 +17,14 @@ from harness.journal import Journal
 from harness.planner import CellKey, ModelKey, Shard, plan_cells, shard_plans
 from harness.plugins import get_registry
 from harness.report.merge import merge_runs
-from harness.report.synthetic import cell_record, model_record, run_record, write_journal
+from harness.report.frames import build_tables
+from harness.report.synthetic import (
+    cell_record,
+    journal_records,
+    model_record,
+    run_record,
+    write_journal,
+)
 from harness.runner import Runner, new_run_dir
 from harness.suite import Suite, load_suite, override
 
@@ -225,3 +232,10 @@ def test_merge_names_the_missing_shards(tmp_path):
 def test_a_shards_run_folder_says_which_shard_it_is(tmp_path):
     made = new_run_dir(tmp_path, Suite(name="quick"), Shard(1, 2))
     assert made.name.endswith("-quick-shard1of2")
+
+
+def test_a_shard_is_in_the_run_record_reports_read() -> None:
+    records = journal_records("run-s", datasets=("mnist",), variants=("pool",))
+    records[0]["shard"] = {"index": 2, "count": 3}
+    tables = build_tables(records, Path("journal.jsonl"))
+    assert tables.runs[0]["shard"] == {"index": 2, "count": 3}

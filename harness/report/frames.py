@@ -81,8 +81,9 @@ class RunTables:
     summary: pd.DataFrame
     samples: pd.DataFrame
     runs: list[dict[str, Any]]
-    """One entry per run: run_id, started, harness_version, suite, environment, and from the
-    ``end`` record (absent if the run was killed) finished, wall_seconds, phases."""
+    """One entry per run: run_id, started, harness_version, suite, environment, gemm_peak, shard
+    (``{index, count}``, or None for a whole suite), and from the ``end`` record (absent if the
+    run was killed) finished, wall_seconds, phases."""
     models: list[dict[str, Any]] = field(default_factory=list)
     trials: pd.DataFrame = field(default_factory=lambda: empty_frame(TRIAL_COLUMNS))
     """One row per trial of the run's trial phase (empty when it had none)."""
@@ -143,7 +144,7 @@ def _collect(
     return list(runs.values()), models, cells
 
 
-_RUN_KEYS = ("run_id", "started", "harness_version", "suite", "environment", "gemm_peak")
+_RUN_KEYS = ("run_id", "started", "harness_version", "suite", "environment", "gemm_peak", "shard")
 
 
 def _cell_rows(
