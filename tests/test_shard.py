@@ -16,8 +16,8 @@ from harness.errors import DataError, HarnessError
 from harness.journal import Journal
 from harness.planner import CellKey, ModelKey, Shard, plan_cells, shard_plans
 from harness.plugins import get_registry
-from harness.report.merge import merge_runs
 from harness.report.frames import build_tables
+from harness.report.merge import merge_runs
 from harness.report.synthetic import (
     cell_record,
     journal_records,
