@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from harness.errors import DataError, HarnessError
-from harness.report.frames import RunTables
+from harness.report.frames import RunTables, trial_logs
 from harness.report.schema import IDENTITY
 from harness.report.store import summary_records
 from harness.trial_worker import TRIAL_QUANTILES
@@ -273,14 +273,8 @@ def _accuracy(key: tuple, base: dict, new: dict, options: CompareOptions) -> lis
 
 
 def _trial_latencies(tables: RunTables, percentile: int) -> dict[tuple[Any, ...], np.ndarray]:
-    """Each row's trial latencies (the chosen percentile of every trial), as logs."""
-    trials = tables.trials
-    column = f"p{percentile}_ns"
-    if trials.empty or column not in trials:
-        return {}
-    values = np.log(trials[column].to_numpy(dtype=np.float64))
-    grouped = trials.groupby(list(IDENTITY), observed=True, sort=False)
-    return {_identity(key): values[positions] for key, positions in grouped.indices.items()}
+    """Each row's trial latencies as logs, keyed by identity (a report holds each row once)."""
+    return {key[1:]: logs for key, logs in trial_logs(tables.trials, percentile).items()}
 
 
 def _latency(

@@ -311,6 +311,19 @@ def trials_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
     return frame.astype(dtypes(TRIAL_COLUMNS))
 
 
+def trial_logs(trials: pd.DataFrame, percentile: int = 50) -> dict[tuple, np.ndarray]:
+    """(run_id, *IDENTITY) -> the log of the chosen percentile of each trial of that row: what
+    ``harness compare`` and ``harness history`` judge latency by."""
+    column = f"p{percentile}_ns"
+    if trials.empty or column not in trials:
+        return {}
+    logs = np.log(trials[column].to_numpy(dtype=np.float64))
+    grouped = trials.groupby(["run_id", *IDENTITY], observed=True, sort=False)
+    return {
+        (*key[:-1], int(key[-1])): logs[positions] for key, positions in grouped.indices.items()
+    }
+
+
 def empty_summary() -> pd.DataFrame:
     return pd.DataFrame({name: pd.Series(dtype=dt) for name, dt in dtypes(SUMMARY_COLUMNS).items()})
 

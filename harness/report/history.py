@@ -27,7 +27,7 @@ import pandas as pd
 
 from harness.errors import DataError
 from harness.report.atomic import atomic_path, write_text
-from harness.report.frames import RunTables, build_tables
+from harness.report.frames import RunTables, build_tables, trial_logs
 from harness.report.plots import log_axis
 
 HISTORY_HTML = "history.html"
@@ -106,19 +106,6 @@ def _history_rows(tables: RunTables) -> pd.DataFrame:
     return rows.merge(intervals, on=keys, how="left")
 
 
-def _trial_logs(tables: RunTables) -> dict[tuple, np.ndarray]:
-    """(run_id, *cell) -> the log p50 of each trial of that row."""
-    trials = tables.trials
-    if trials.empty:
-        return {}
-    logs = np.log(trials["p50_ns"].to_numpy(dtype=np.float64))
-    grouped = trials.groupby(["run_id", *CELL], observed=True, sort=False)
-    return {
-        (key[0], *key[1:-1], int(key[-1])): logs[positions]
-        for key, positions in grouped.indices.items()
-    }
-
-
 def _judge_steps(table: pd.DataFrame, trials: dict[tuple, np.ndarray]) -> pd.DataFrame:
     """Each row's verdict against the previous run of its machine, from the trials."""
     from harness.compare import DEFAULT_RUN_NOISE, MIN_TRIALS
@@ -164,7 +151,7 @@ def history_table(run_dirs: list[Path]) -> pd.DataFrame:
         journal = run_dir / JOURNAL_NAME
         tables = build_tables(Journal(journal).records(), journal)
         frames.append(_history_rows(tables))
-        trials |= _trial_logs(tables)
+        trials |= trial_logs(tables.trials)
     if not frames:
         return pd.DataFrame(columns=HISTORY_COLUMNS)
     table = pd.concat(frames, ignore_index=True)
