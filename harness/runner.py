@@ -164,7 +164,7 @@ class Runner:
         row: the trials' spread is what ``harness compare`` judges a stored run's latency by.
         A failure here costs the trials, never the cells already measured."""
         from harness.trial_worker import TrialWorkerError
-        from harness.trials import Side, TrialConfig, run_trials
+        from harness.trials import Side, TrialConfig, journal_record, run_trials
 
         latency = self.suite.latency
         config = TrialConfig(
@@ -186,21 +186,8 @@ class Runner:
                 path.unlink(missing_ok=True)
         self.phases["trials"] += sum(result.seconds.values())
         for row in result.rows:
-            dataset, model, variant, backend, device, batch_size = row.key
-            self.journal.append(
-                {
-                    "type": "trials",
-                    "dataset": dataset,
-                    "model": model,
-                    "variant": variant,
-                    "backend": backend,
-                    "device": device,
-                    "batch_size": batch_size,
-                    "trials": [
-                        {"round": v["round"], "worker": v["worker"], **v["run"]} for v in row.visits
-                    ],
-                }
-            )
+            trials = [{"round": v["round"], "worker": v["worker"], **v["run"]} for v in row.visits]
+            self.journal.append(journal_record(row.key, trials))
 
     def prepare_models(self) -> list[tuple[ModelPlan, TrainedModel, Path]]:
         """Train or reuse every model of the plan and write its evaluation inputs, measuring

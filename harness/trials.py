@@ -105,6 +105,12 @@ def combine_slices(summaries: list[dict[str, Any]]) -> dict[str, Any]:
     return combined
 
 
+def journal_record(key: RowKey, trials: list[dict[str, Any]]) -> dict[str, Any]:
+    """The journal's ``trials`` record of one row: its identity and one summary per trial."""
+    identity = ("dataset", "model", "variant", "backend", "device", "batch_size")
+    return {"type": "trials", **dict(zip(identity, key, strict=True)), "trials": trials}
+
+
 def row_key(spec: CellSpec, batch_size: int) -> RowKey:
     return (spec.dataset, spec.model, spec.variant, spec.backend, spec.device, batch_size)
 

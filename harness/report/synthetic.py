@@ -14,6 +14,7 @@ import numpy as np
 
 from harness.journal import JOURNAL_NAME
 from harness.suite import Suite
+from harness.trials import journal_record
 
 _BOOK_COUNTS = {
     # The book's CNN on 28x28x1 input: conv 5x5x32, conv 5x5x64, dense 1024, logits 10.
@@ -182,15 +183,9 @@ def trials_record(
     with a log-normal ``noise`` (relative standard deviation)."""
     rng = np.random.default_rng(seed)
     medians = latency_ms * 1e6 * np.exp(rng.normal(0.0, noise, trials))
-    return {
-        "type": "trials",
-        "dataset": dataset,
-        "model": model,
-        "variant": variant,
-        "backend": backend,
-        "device": device,
-        "batch_size": batch_size,
-        "trials": [
+    return journal_record(
+        (dataset, model, variant, backend, device, batch_size),
+        [
             {
                 "round": index,
                 "worker": index % 2,
@@ -203,7 +198,7 @@ def trials_record(
             }
             for index, median in enumerate(medians)
         ],
-    }
+    )
 
 
 def end_record() -> dict[str, Any]:
