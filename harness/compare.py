@@ -31,7 +31,7 @@ from harness.report.frames import RunTables, trial_logs
 from harness.report.schema import IDENTITY
 from harness.report.store import summary_records
 from harness.trial_worker import TRIAL_QUANTILES
-from harness.verdict import judge_unpaired
+from harness.verdict import DEFAULT_RUN_NOISE, MIN_TRIALS, judge_unpaired
 
 DETERMINISTIC_COLUMNS = (
     "params_total",
@@ -43,12 +43,6 @@ DETERMINISTIC_COLUMNS = (
 """Counts that do not depend on the machine: a change means the model changed."""
 
 METRIC_SETS = ("all", "deterministic")
-MIN_TRIALS = 3
-"""Trials a side needs before a row's latency is judged."""
-DEFAULT_RUN_NOISE = 0.12
-"""Standard deviation of a row's log latency between whole runs beyond what its trials show:
-11% pooled over MNIST pool's rows (7-14% per row), measured by ``benchmarks/verdict_validity.py``
-on this project's development machine on 2026-12-02 (README), rounded up."""
 
 
 class EnvironmentMismatch(HarnessError):

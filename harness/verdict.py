@@ -39,6 +39,12 @@ from typing import Any
 import numpy as np
 
 VERDICTS = ("regression", "improvement", "same", "inconclusive")
+MIN_TRIALS = 3
+"""Trials a side needs before a row's latency is judged."""
+DEFAULT_RUN_NOISE = 0.12
+"""Standard deviation of a row's log latency between whole runs beyond what its trials show:
+11% pooled over MNIST pool's rows (7-14% per row), measured by ``benchmarks/verdict_validity.py``
+on this project's development machine on 2026-12-02 (README), rounded up."""
 
 
 @dataclass(frozen=True)
@@ -145,6 +151,30 @@ def _verdict(
     return "inconclusive"
 
 
+def _judged(
+    centre: float,
+    bounds: tuple[float, float],
+    p_value: float,
+    p_adjusted: float,
+    trials: int,
+    significant: bool,
+    threshold: float,
+    min_change: float,
+) -> LatencyVerdict:
+    """A row's verdict from its log-scale estimate and interval bounds."""
+    change, low, high = (_relative(value) for value in (centre, *bounds))
+    return LatencyVerdict(
+        change=change,
+        low=low,
+        high=high,
+        noise_floor=(high - low) / 2.0,
+        p_value=p_value,
+        p_adjusted=p_adjusted,
+        trials=trials,
+        verdict=_verdict(low, high, significant, change, threshold, min_change),
+    )
+
+
 def _relative(log_value: float) -> float:
     return math.expm1(log_value) if math.isfinite(log_value) else log_value
 
@@ -164,16 +194,8 @@ def judge_paired(
     for key, p_value, p_adj, level in zip(keys, p_values, adjusted, levels, strict=True):
         d = np.asarray(log_ratios[key], dtype=np.float64)
         centre, low, high = median_interval(d, 1.0 - level)
-        change, low, high = _relative(centre), _relative(low), _relative(high)
-        verdicts[key] = LatencyVerdict(
-            change=change,
-            low=low,
-            high=high,
-            noise_floor=(high - low) / 2.0,
-            p_value=p_value,
-            p_adjusted=p_adj,
-            trials=int(d.size),
-            verdict=_verdict(low, high, p_adj < alpha, change, threshold, min_change),
+        verdicts[key] = _judged(
+            centre, (low, high), p_value, p_adj, int(d.size), p_adj < alpha, threshold, min_change
         )
     return verdicts
 
@@ -217,15 +239,8 @@ def judge_unpaired(
     for key, p_value, p_adj, level in zip(keys, p_values, adjusted, levels, strict=True):
         centre, se, dof, trials = estimates[key]
         half = float(student_t.ppf(1.0 - level / 2.0, dof)) * se
-        change, low, high = _relative(centre), _relative(centre - half), _relative(centre + half)
-        verdicts[key] = LatencyVerdict(
-            change=change,
-            low=low,
-            high=high,
-            noise_floor=(high - low) / 2.0,
-            p_value=p_value,
-            p_adjusted=p_adj,
-            trials=trials,
-            verdict=_verdict(low, high, p_adj < alpha, change, threshold, threshold),
+        bounds = (centre - half, centre + half)
+        verdicts[key] = _judged(
+            centre, bounds, p_value, p_adj, trials, p_adj < alpha, threshold, threshold
         )
     return verdicts

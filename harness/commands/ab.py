@@ -24,7 +24,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from harness.commands.run import add_plan_arguments
+from harness.commands import check_flags
+from harness.commands.run import add_plan_arguments, suite_from_arguments
 from harness.errors import EXIT_OK, EXIT_REGRESSION, HarnessError
 from harness.planner import plan_cells
 from harness.verdict import VERDICTS, minimum_pairs
@@ -130,9 +131,7 @@ def _check_ranges(args: argparse.Namespace) -> None:
         ("--threshold", args.threshold, args.threshold > 0, "above 0"),
         ("--min-change", args.min_change, args.min_change >= 0, "0 or more"),
     )
-    for flag, value, ok, allowed in checks:
-        if not ok:
-            raise HarnessError(f"{flag} must be {allowed}, got {value}")
+    check_flags(checks)
     for side in ("base", "new"):
         python = getattr(args, f"{side}_python")
         if not os.access(python, os.X_OK):
@@ -147,11 +146,7 @@ def run(args: argparse.Namespace) -> int:
     from harness.plugins import get_host
     from harness.report.markdown import render_markdown, render_text
     from harness.runner import Runner
-    from harness.suite import load_suite, override
     from harness.trials import Side, TrialConfig, run_trials
-
-    def as_tuple(values: list | None) -> tuple | None:
-        return tuple(values) if values else None
 
     _check_ranges(args)
     base, new = SIDES
@@ -161,16 +156,7 @@ def run(args: argparse.Namespace) -> int:
     ]
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", TENSORFLOW_LOG_LEVEL)
     host = get_host()
-    suite = override(
-        load_suite(args.suite or "quick"),
-        datasets=as_tuple(args.dataset),
-        models=as_tuple(args.model),
-        variants=as_tuple(args.variant),
-        backends=as_tuple(args.backend),
-        devices=as_tuple(args.device),
-        batch_sizes=as_tuple(args.batch_size),
-        steps=args.steps,
-    )
+    suite = suite_from_arguments(args)
     registry = host.registry()
     plans = plan_cells(suite, registry)  # a bad plan fails before anything is made
     rows = sum(len(plan.cells) for plan in plans) * len(suite.batch_sizes)

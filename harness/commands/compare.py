@@ -14,8 +14,9 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from harness.compare import DEFAULT_RUN_NOISE
-from harness.errors import EXIT_OK, EXIT_REGRESSION, HarnessError
+from harness.commands import check_flags
+from harness.errors import EXIT_OK, EXIT_REGRESSION
+from harness.verdict import DEFAULT_RUN_NOISE
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -174,13 +175,13 @@ def run(args: argparse.Namespace) -> int:
     from harness.report.markdown import render_markdown, render_text
     from harness.report.store import read_report_folder
 
-    for flag, value, ok, allowed in (
-        ("--alpha", args.alpha, 0 < args.alpha < 1, "in (0, 1)"),
-        ("--threshold", args.threshold, args.threshold > 0, "above 0"),
-        ("--run-noise", args.run_noise, args.run_noise >= 0, "0 or more"),
-    ):
-        if not ok or value != value:
-            raise HarnessError(f"{flag} must be {allowed}, got {value}")
+    check_flags(
+        (
+            ("--alpha", args.alpha, 0 < args.alpha < 1, "in (0, 1)"),
+            ("--threshold", args.threshold, args.threshold > 0, "above 0"),
+            ("--run-noise", args.run_noise, args.run_noise >= 0, "0 or more"),
+        )
+    )
     options = CompareOptions(
         alpha=args.alpha,
         threshold=args.threshold / 100,

@@ -9,12 +9,13 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from harness.errors import EXIT_OK, EXIT_REGRESSION, HarnessError
 
 if TYPE_CHECKING:
     from harness.planner import Shard
+    from harness.suite import Suite
 
 DEFAULT_SUITE = "quick"
 DEFAULT_OUT = "reports/runs"
@@ -32,6 +33,27 @@ def add_plan_arguments(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(flag, action="append", help=help_text)
     parser.add_argument("--batch-size", type=int, action="append", help="batch size (repeatable)")
     parser.add_argument("--steps", type=int, help="training steps for every model")
+
+
+def suite_from_arguments(args: argparse.Namespace, **changes: Any) -> Suite:
+    """The suite named by ``--suite`` with the plan flags (and ``changes``) applied, checked as
+    a suite file is."""
+    from harness.suite import load_suite, override
+
+    def as_tuple(values: list | None) -> tuple | None:
+        return tuple(values) if values else None
+
+    return override(
+        load_suite(args.suite or DEFAULT_SUITE),
+        datasets=as_tuple(args.dataset),
+        models=as_tuple(args.model),
+        variants=as_tuple(args.variant),
+        backends=as_tuple(args.backend),
+        devices=as_tuple(args.device),
+        batch_sizes=as_tuple(args.batch_size),
+        steps=args.steps,
+        **changes,
+    )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -87,10 +109,6 @@ def run(args: argparse.Namespace) -> int:
     from harness.plugins import get_host
     from harness.report import write_run_reports
     from harness.runner import Runner, new_run_dir, suite_of_run
-    from harness.suite import load_suite, override
-
-    def as_tuple(values: list | None) -> tuple | None:
-        return tuple(values) if values else None
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", TENSORFLOW_LOG_LEVEL)  # workers inherit it
     host = get_host()
@@ -108,15 +126,8 @@ def run(args: argparse.Namespace) -> int:
         shard = _shard_of_run(run_dir)
     else:
         shard = Shard.parse(args.shard) if args.shard is not None else None
-        suite = override(
-            load_suite(args.suite or DEFAULT_SUITE),
-            datasets=as_tuple(args.dataset),
-            models=as_tuple(args.model),
-            variants=as_tuple(args.variant),
-            backends=as_tuple(args.backend),
-            devices=as_tuple(args.device),
-            batch_sizes=as_tuple(args.batch_size),
-            steps=args.steps,
+        suite = suite_from_arguments(
+            args,
             seed=args.seed,
             test_subset=args.test_subset,
             worker_timeout_s=args.timeout,

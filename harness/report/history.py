@@ -108,8 +108,7 @@ def _history_rows(tables: RunTables) -> pd.DataFrame:
 
 def _judge_steps(table: pd.DataFrame, trials: dict[tuple, np.ndarray]) -> pd.DataFrame:
     """Each row's verdict against the previous run of its machine, from the trials."""
-    from harness.compare import DEFAULT_RUN_NOISE, MIN_TRIALS
-    from harness.verdict import judge_unpaired
+    from harness.verdict import DEFAULT_RUN_NOISE, MIN_TRIALS, judge_unpaired
 
     table = table.assign(
         verdict="first", change=np.nan, change_low=np.nan, change_high=np.nan, noise_floor=np.nan
