@@ -248,16 +248,16 @@ def test_a_location_announcing_the_wrong_size_is_skipped_for_the_next(server, tm
 
 
 def test_mirrors_from_the_environment_come_first_the_datasets_own_first_of_all(monkeypatch):
-    monkeypatch.setenv("HARNESS_MIRROR", "http://all.example/data/")
-    monkeypatch.setenv("HARNESS_MIRROR_MNIST", "http://mnist.example")
-    remote = RemoteFile("a.gz", ("http://origin.example/a.gz",), "md5:0", 3)
+    monkeypatch.setenv("HARNESS_MIRROR", "http://127.0.0.1:9/all/")
+    monkeypatch.setenv("HARNESS_MIRROR_MNIST", "http://127.0.0.1:9/mnist")
+    remote = RemoteFile("a.gz", ("http://127.0.0.1:9/origin/a.gz",), "md5:0", 3)
 
     assert with_mirrors(remote, "mnist").urls == (
-        "http://mnist.example/a.gz",
-        "http://all.example/data/a.gz",
-        "http://origin.example/a.gz",
+        "http://127.0.0.1:9/mnist/a.gz",
+        "http://127.0.0.1:9/all/a.gz",
+        "http://127.0.0.1:9/origin/a.gz",
     )
-    assert with_mirrors(remote, "cifar10").urls[0] == "http://all.example/data/a.gz"
+    assert with_mirrors(remote, "cifar10").urls[0] == "http://127.0.0.1:9/all/a.gz"
 
 
 @pytest.mark.slow

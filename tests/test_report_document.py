@@ -174,13 +174,16 @@ def test_merged_runs_each_get_their_machine():
     assert "CPU: Other CPU;" in header.split("### Run run-b")[1]
 
 
-EVIL = "![x](http://host/x.png) <img src=x> *bold* _under_ `code` [link](http://host) | ~~s~~"
+EVIL = (
+    "![x](http://127.0.0.1:9/x.png) <img src=x> *bold* _under_ `code` "
+    "[link](http://127.0.0.1:9) | ~~s~~"
+)
 
 
 def test_every_plugin_controlled_text_is_escaped_in_markdown():
     markdown_it = pytest.importorskip("markdown_it")
     model = model_record(model="evil_cnn")
-    model["class_names"] = ["<b>zero</b>", *"123", "[four](http://host)", *"56789"]
+    model["class_names"] = ["<b>zero</b>", *"123", "[four](http://127.0.0.1:9)", *"56789"]
     model["confusion"][4][0] = 9
     records = [
         run_record(),
@@ -196,7 +199,7 @@ def test_every_plugin_controlled_text_is_escaped_in_markdown():
         assert tag not in html, tag
     assert html.count("<h1>") == 1
     assert "<td>" + html_escape(EVIL) + "</td>" in html
-    assert html_escape("[four](http://host) predicted as <b>zero</b>: 9") in html
+    assert html_escape("[four](http://127.0.0.1:9) predicted as <b>zero</b>: 9") in html
     assert "evil_cnn" in markdown, "an underscore inside a word needs no escape"
 
 
