@@ -123,6 +123,23 @@ def ab_job(out: Path, name: str, extra: list[str], env: dict[str, str]) -> dict:
     return {"exit": code, "wall_seconds": wall, **record}
 
 
+def summarize_saved(folders: list[Path]) -> dict[str, Any]:
+    """The ``ab`` parts' figures from jobs already run (``--summarize``)."""
+    effects = {
+        "ab-aa": lambda v: 0.0,
+        "ab-threads": lambda v: "1 vs default threads",
+        "ab-work": lambda v: WORK_EFFECTS[v["backend"]],
+    }
+    results = {}
+    for part, effect_of in effects.items():
+        jobs = load_jobs(folders, part)
+        if jobs:
+            for job in jobs:
+                job.setdefault("wall_seconds", math.nan)
+            results[part] = summarize_ab(jobs, effect_of)
+    return results
+
+
 def run_job(out: Path, name: str, extra: list[str], env: dict[str, str]) -> Path:
     folder = out / name
     code = harness(["run", "--out", str(folder), "--no-progress", *extra], env, out / f"{name}.log")
@@ -133,7 +150,26 @@ def run_job(out: Path, name: str, extra: list[str], env: dict[str, str]) -> Path
 
 
 def verdicts_of(record: dict) -> list[dict]:
-    return [{"backend": v["key"][3], "batch_size": v["key"][5], **v} for v in record["verdicts"]]
+    """A job's verdicts, judged from its recorded trials by this harness's judge with ``ab``'s
+    defaults, so that a summary of older jobs uses the same statistics as new ones."""
+    from harness.ab import judge_ab
+    from harness.trials import RowTrials, TrialsResult
+
+    rows = [RowTrials(tuple(row["key"]), row["visits"]) for row in record["rows"]]
+    verdicts = judge_ab(TrialsResult(rows, {}, record["seconds"]), 50, 0.01, 0.05, 0.01)
+    return [
+        {"backend": key[3], "batch_size": key[5], **verdict.to_dict()}
+        for key, verdict in verdicts.items()
+    ]
+
+
+def load_jobs(folders: list[Path], part: str) -> list[dict]:
+    """The ``ab.json`` of every job of ``part`` under ``folders`` (earlier outputs)."""
+    return [
+        json.loads(path.read_text())
+        for folder in folders
+        for path in sorted(folder.glob(f"{part}-*/*/ab.json"))
+    ]
 
 
 def summarize_ab(jobs: list[dict], effect_of: Any) -> dict[str, Any]:
@@ -231,13 +267,25 @@ def rate(findings: list[dict], verdicts: tuple[str, ...]) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", required=True, help="folder holding MNIST's files")
+    parser.add_argument("--data-dir", help="folder holding MNIST's files (required to run)")
+    parser.add_argument(
+        "--summarize",
+        nargs="+",
+        type=Path,
+        metavar="OUT_DIR",
+        help="only summarize the ab jobs already in these output folders, judged anew",
+    )
     parser.add_argument("--out", default="reports/validity", help="output folder")
     parser.add_argument("--quick", action="store_true", help="a few jobs of each, to try it")
     parser.add_argument(
         "--parts", default="ab-aa,ab-threads,ab-work,runs", help="which parts to run"
     )
     args = parser.parse_args()
+    if args.summarize:
+        print(json.dumps(summarize_saved(args.summarize), indent=1))
+        return 0
+    if not args.data_dir:
+        parser.error("--data-dir is required to run the benchmark")
     parts = set(args.parts.split(","))
     scale = 0.2 if args.quick else 1.0
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
