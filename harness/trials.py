@@ -44,13 +44,16 @@ class Side:
 class TrialConfig:
     workers: int = 3
     """Worker processes per side and backend; visits rotate over them."""
-    rounds: int = 24
+    rounds: int = 48
     """Visits per row."""
-    trial_seconds: float = 0.05
-    warmup_seconds: float = 0.15
-    """Calls before a trial's timing starts: the worker sat idle while the others ran, and a
-    process needs this long to settle (measured: with 0.02 s the log ratio of two identical
-    MNIST pool trials at batch 32 spread 35-50%, with 0.15-0.2 s 4-8%)."""
+    trial_seconds: float = 0.03
+    warmup_seconds: float = 0.07
+    """Calls before a trial's timing starts: the worker sat idle while the others ran, and the
+    process that ran just before may still be busy on the cores (ONNX Runtime's threads spin
+    for a while after a call). Measured on MNIST pool, A/A, same cost per row (README): 0.03 s of settling left ONNX
+    Runtime's batch-8 ratios spread to a 26% noise floor; 0.07 s settles it (4-6%), and the
+    shorter visit keeps BASE and NEW closer in time than 0.15 s did, which narrowed the
+    calibrated backend's floor from 8-13% to about 3%."""
     min_iterations: int = 5
     """Calls per trial at least, however long a call takes."""
     slices: int = 1

@@ -55,15 +55,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             "read as TOML: 2, 1.5, true, '\"parallel\"' or a bare word as a string)",
         )
     parser.add_argument("--workers", type=int, default=3, help="processes per side and backend (3)")
-    parser.add_argument("--pairs", type=int, default=24, help="pairs of trials per row (24)")
+    parser.add_argument("--pairs", type=int, default=48, help="pairs of trials per row (48)")
     parser.add_argument(
-        "--trial-seconds", type=float, default=0.05, help="timed seconds per trial (0.05)"
+        "--trial-seconds", type=float, default=0.03, help="timed seconds per trial (0.03)"
     )
     parser.add_argument(
         "--warmup-seconds",
         type=float,
-        default=0.15,
-        help="untimed seconds before each trial, for the process to settle (0.15)",
+        default=0.07,
+        help="untimed seconds before each trial, for the process to settle (0.07)",
     )
     parser.add_argument(
         "--slices",
