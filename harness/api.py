@@ -1,25 +1,70 @@
-"""The base classes plugins implement: the whole plugin contract in one place.
+"""The harness's public API: everything a plugin needs, importable from this one module.
 
-A plugin's hooks (see :mod:`harness.hookspecs`) register instances of these classes. Hooks only
-discover; these objects do the work. Each class has few abstract methods; everything else has a
-default. ``docs/plugins.md`` documents each method, and a test keeps the two in step.
+A plugin's hooks (see :mod:`harness.hookspecs`), marked with :data:`hookimpl`, register
+instances of the base classes defined here. Hooks only discover; these objects do the work. Each
+class has few abstract methods; everything else has a default. ``docs/plugins.md`` documents
+each method, and a test keeps the two in step.
 
-Heavy libraries (TensorFlow, ONNX Runtime) are imported inside methods, never at module level,
-so that discovering plugins stays fast.
+Beside the classes, ``__all__`` re-exports the errors plugins raise and the helpers they reuse
+(safe file parsers, checksum warnings, synthetic data writers, the runner's model cache): a
+plugin imports from ``harness.api`` only, its tests from ``harness.testing`` (the conformance
+kit) too. Every other module of ``harness`` is internal and may change.
+
+Heavy libraries (TensorFlow, ONNX Runtime, pandas) are imported inside methods, never at module
+level, so that discovering plugins stays fast; the helpers load on first use (``__getattr__``).
 """
 
 from __future__ import annotations
 
+import importlib
 import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from harness.errors import DataError, SuiteError
+from harness import hookimpl
+from harness.errors import DataError, DeviceUnavailable, HarnessError, SuiteError
+
+if TYPE_CHECKING:  # the helpers' own types for type checkers; at run time, see __getattr__
+    from harness.checksums import ContentChecksumWarning, warn_if_content_differs
+    from harness.download import how_to_provide
+    from harness.idx import find_idx, read_labelled_images, write_idx
+    from harness.model_cache import load_model
+    from harness.safe_pickle import UnsafePickleError, safe_loads
+    from harness.synthetic import write_cifar10, write_mnist
+
+__all__ = [
+    "SPLITS",
+    "Backend",
+    "ContentChecksumWarning",
+    "DataError",
+    "Dataset",
+    "DeviceUnavailable",
+    "HarnessError",
+    "LabelledImages",
+    "ModelSpec",
+    "Option",
+    "ParityTolerance",
+    "Predictor",
+    "RemoteFile",
+    "SuiteError",
+    "TrainedModel",
+    "UnsafePickleError",
+    "find_idx",
+    "hookimpl",
+    "how_to_provide",
+    "load_model",
+    "read_labelled_images",
+    "safe_loads",
+    "warn_if_content_differs",
+    "write_cifar10",
+    "write_idx",
+    "write_mnist",
+]
 
 SPLITS = ("train", "test")
 
@@ -341,3 +386,35 @@ class Backend(ABC):
         :class:`harness.errors.DeviceUnavailable` with the reason when the device is not really
         in use (e.g. a silent fallback to the CPU): such a cell is ``unavailable``, never timed.
         """
+
+
+_HELPERS: dict[str, str] = {
+    "ContentChecksumWarning": "harness.checksums",
+    "warn_if_content_differs": "harness.checksums",
+    "find_idx": "harness.idx",
+    "read_labelled_images": "harness.idx",
+    "write_idx": "harness.idx",
+    "how_to_provide": "harness.download",
+    "load_model": "harness.model_cache",
+    "UnsafePickleError": "harness.safe_pickle",
+    "safe_loads": "harness.safe_pickle",
+    "write_cifar10": "harness.synthetic",
+    "write_mnist": "harness.synthetic",
+}
+"""The helpers of ``__all__``, by the module that defines them. They are imported when first
+asked for, not with this module: most of those modules import the classes above (importing them
+here would be a cycle), and a plugin that reads no files should not pay for the parsers."""
+
+
+def __getattr__(name: str) -> Any:
+    """A helper of ``__all__``, imported on first use (PEP 562)."""
+    module = _HELPERS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups find it without calling this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_HELPERS))

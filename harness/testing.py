@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import json
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
@@ -37,6 +38,9 @@ from harness.api import (
     TrainedModel,
 )
 from harness.errors import DataError
+
+if TYPE_CHECKING:
+    from harness.registry import Registry
 
 REFERENCE_INPUT_SHAPE = (12, 10, 3)
 """Not square and three channels, so a backend that swaps height and width, or NHWC and NCHW,
@@ -506,6 +510,21 @@ def _discovered(kind: str, plugin: str | None) -> list[Any]:
             )
         entries = [entry for entry in entries if entry.plugin == plugin]
     return [pytest.param(entry.obj, id=entry.obj.name) for entry in entries]
+
+
+@contextmanager
+def registered(plugin: object, name: str) -> Iterator[Registry]:
+    """Register ``plugin`` (a module or object with hook implementations) under ``name`` in
+    this process's plugin host for a ``with`` block, and yield the registry that includes it:
+    a plugin tested without being installed. Unregistered after the block, however it ends."""
+    from harness.plugins import get_host
+
+    host = get_host()
+    host.register(plugin, name=name)
+    try:
+        yield host.registry()
+    finally:
+        host.unregister(name)
 
 
 def _check_name(obj: Any, where: str) -> None:

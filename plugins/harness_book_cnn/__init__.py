@@ -10,8 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, ClassVar
 
-from harness import hookimpl
-from harness.api import ModelSpec
+from harness.api import ModelSpec, hookimpl
 
 CONV_KERNEL = 5
 CONV1_MAPS = 32

@@ -2,8 +2,7 @@
 
 from collections.abc import Callable
 
-from harness import hookimpl
-from harness.api import Dataset
+from harness.api import Dataset, hookimpl
 from harness_cifar10.dataset import Cifar10Dataset
 
 

@@ -1,6 +1,6 @@
 """CIFAR-10 read from ``cifar-10-python.tar.gz`` or its extracted ``cifar-10-batches-py/``.
 
-Every pickle goes through :mod:`harness.safe_pickle`. Each batch is a dict with ``b"data"``
+Every pickle goes through :func:`harness.api.safe_loads`. Each batch is a dict with ``b"data"``
 (uint8, one row of 3072 bytes per image: the red, green and blue 32x32 planes) and
 ``b"labels"``; ``batches.meta`` holds ``b"label_names"``.
 
@@ -25,10 +25,14 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from harness.api import Dataset, LabelledImages, RemoteFile
-from harness.checksums import warn_if_content_differs
-from harness.errors import DataError
-from harness.safe_pickle import safe_loads
+from harness.api import (
+    DataError,
+    Dataset,
+    LabelledImages,
+    RemoteFile,
+    safe_loads,
+    warn_if_content_differs,
+)
 
 ARCHIVE = "cifar-10-python.tar.gz"
 FOLDER = "cifar-10-batches-py"
@@ -92,7 +96,7 @@ class Cifar10Dataset(Dataset):
         return list(self.remote_files())
 
     def write_synthetic(self, data_dir: Path, train: int, test: int, seed: int) -> None:
-        from harness.synthetic import write_cifar10
+        from harness.api import write_cifar10
 
         write_cifar10(data_dir, train=train, test=test, seed=seed)
 
@@ -140,7 +144,7 @@ class Cifar10Dataset(Dataset):
             return
         archive = data_dir / ARCHIVE
         if not archive.is_file():
-            from harness.download import how_to_provide
+            from harness.api import how_to_provide
 
             missing = [m for m in ALL_MEMBERS if not (folder / m).is_file()]
             found = f"{folder} lacks {', '.join(missing)}, and " if folder.is_dir() else ""

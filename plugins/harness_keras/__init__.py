@@ -1,6 +1,6 @@
 """Keras backend plugin: the trained ``.keras`` model through a compiled ``tf.function``."""
 
-from harness import hookimpl
+from harness.api import hookimpl
 from harness_keras.backend import KerasBackend
 
 

@@ -15,8 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from harness.api import Backend, Option, Predictor, TrainedModel
-from harness.errors import DeviceUnavailable
+from harness.api import Backend, DeviceUnavailable, Option, Predictor, TrainedModel
 
 NVIDIA_DEVICE = Path("/dev/nvidia0")
 

@@ -12,9 +12,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import ClassVar
 
-from harness.api import Dataset, LabelledImages, RemoteFile
-from harness.errors import DataError
-from harness.idx import find_idx, read_labelled_images
+from harness.api import (
+    DataError,
+    Dataset,
+    LabelledImages,
+    RemoteFile,
+    find_idx,
+    read_labelled_images,
+)
 
 SPLIT_FILES: dict[str, tuple[str, str]] = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -83,7 +88,7 @@ class MnistDataset(Dataset):
         ]
 
     def write_synthetic(self, data_dir: Path, train: int, test: int, seed: int) -> None:
-        from harness.synthetic import write_mnist
+        from harness.api import write_mnist
 
         write_mnist(data_dir, train=train, test=test, seed=seed)
 
@@ -106,7 +111,7 @@ class MnistDataset(Dataset):
     def _require(self, data_dir: Path, name: str) -> Path:
         path = find_idx(data_dir, name)
         if path is None:
-            from harness.download import how_to_provide
+            from harness.api import how_to_provide
 
             raise DataError(
                 f"{data_dir / name}(.gz): file not found. {how_to_provide(self, data_dir)}; "

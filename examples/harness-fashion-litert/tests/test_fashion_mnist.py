@@ -6,8 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness.errors import DataError
-from harness.idx import write_idx
+from harness.api import DataError, write_idx
 from harness_fashion_litert.fashion_mnist import FOLDER, FashionMnistDataset, write_synthetic
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from harness import testing
-from harness.errors import DeviceUnavailable, SuiteError
+from harness.api import DeviceUnavailable, SuiteError
 from harness_fashion_litert.fashion_mnist import FashionMnistDataset, write_synthetic
 from harness_fashion_litert.litert import SIDECAR_FILE, TFLITE_FILE, LiteRtBackend
 from harness_fashion_litert.mlp import Mlp

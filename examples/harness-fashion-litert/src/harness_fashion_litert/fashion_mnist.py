@@ -3,7 +3,7 @@
 The same four IDX file names as MNIST, so they live in their own ``fashion-mnist/`` subfolder of
 the data folder, each gzipped or not. Debian's ``dataset-fashion-mnist`` package installs them
 as ``/usr/share/datasets/fashion-mnist/*.gz``: ``--data-dir /usr/share/datasets`` reads them in
-place. Files are parsed with :func:`harness.idx.read_labelled_images`, as MNIST's are, which
+place. Files are parsed with :func:`harness.api.read_labelled_images`, as MNIST's are, which
 validates every header and length before trusting it.
 """
 
@@ -13,10 +13,15 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import ClassVar
 
-from harness import hookimpl
-from harness.api import Dataset, LabelledImages, RemoteFile
-from harness.errors import DataError
-from harness.idx import find_idx, read_labelled_images
+from harness.api import (
+    DataError,
+    Dataset,
+    LabelledImages,
+    RemoteFile,
+    find_idx,
+    hookimpl,
+    read_labelled_images,
+)
 
 FOLDER = "fashion-mnist"
 SPLIT_FILES: dict[str, tuple[str, str]] = {
@@ -115,7 +120,7 @@ class FashionMnistDataset(Dataset):
 def write_synthetic(data_dir: Path, train: int = 200, test: int = 50, seed: int = 0) -> Path:
     """Tiny, learnable files in Fashion-MNIST's layout (for tests and smoke runs); returns the
     subfolder. The harness's own MNIST generator serves, as the two formats are the same."""
-    from harness.synthetic import write_mnist
+    from harness.api import write_mnist
 
     folder = Path(data_dir) / FOLDER
     write_mnist(folder, train=train, test=test, seed=seed)

@@ -19,9 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from harness import hookimpl
-from harness.api import Backend, Option, Predictor, TrainedModel
-from harness.errors import DeviceUnavailable
+from harness.api import Backend, DeviceUnavailable, Option, Predictor, TrainedModel, hookimpl
 
 TFLITE_FILE = "model.tflite"
 SIDECAR_FILE = "model.tflite.json"
@@ -117,7 +115,7 @@ def converted_model(model: TrainedModel) -> tuple[Path, dict[str, Any]]:
         return target, json.loads(sidecar.read_text())
     import tensorflow as tf
 
-    from harness.model_cache import load_model
+    from harness.api import load_model
 
     keras_model = load_model(model.keras_path)  # in the runner: the model it holds already
     converter = tf.lite.TFLiteConverter.from_keras_model(keras_model)

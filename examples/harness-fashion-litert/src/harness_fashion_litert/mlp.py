@@ -10,8 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, ClassVar
 
-from harness import hookimpl
-from harness.api import ModelSpec
+from harness.api import ModelSpec, hookimpl
 
 HIDDEN_UNITS = 256
 DROPOUT_RATE = 0.5
