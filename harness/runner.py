@@ -32,6 +32,10 @@ FAILED_STATUSES = frozenset({"failed", "timeout", "crashed"})
 SYNTHETIC_SIZES = {"train": 600, "test": 200}
 """Images per split that suites with ``synthetic_data = true`` generate (smoke, CI)."""
 MAX_RUN_DIR_ATTEMPTS = 1000
+TRIAL_PHASE_WARMUP_SECONDS = 0.15
+"""Settling before each trial of a run's trial phase. Kept at the value the run-to-run noise
+that ``harness compare`` assumes (``DEFAULT_RUN_NOISE``) was measured with; ``harness ab``
+settles for less since its pairs are shorter (:class:`harness.trials.TrialConfig`)."""
 
 
 @dataclass
@@ -171,6 +175,7 @@ class Runner:
             workers=latency.trial_workers,
             rounds=latency.trial_rounds,
             trial_seconds=latency.trial_seconds,
+            warmup_seconds=TRIAL_PHASE_WARMUP_SECONDS,
             seed=self.suite.seed,
             timeout_s=self.suite.worker_timeout_s,
         )
