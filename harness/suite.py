@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import re
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field, fields, replace
 from importlib import resources
 from pathlib import Path
@@ -19,6 +19,9 @@ MAX_SEED = 2**32 - 1
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,99}")
 """A suite's name ends its run folder's name: no path separator, no leading dot, no control
 character, nothing a shell or a file system treats specially."""
+STEP_KEYS = ("DATASET.MODEL.VARIANT", "MODEL.VARIANT", "DATASET.VARIANT", "VARIANT", "DATASET")
+"""The forms of a ``[training.steps]`` key besides ``default``, the most specific first: a
+model's budget is that of the first key that names it."""
 
 
 @dataclass(frozen=True)
@@ -29,12 +32,16 @@ class TrainingRecipe:
     batch_size: int = 50
     dropout: float = 0.5
     steps: dict[str, int] = field(default_factory=lambda: {"default": 1000})
-    """Step budget; keys looked up as ``dataset.variant``, ``variant``, ``dataset``, ``default``."""
+    """Step budget by key (:data:`STEP_KEYS`, then ``default``): models of different cost
+    that share variant names (``pool``) get budgets of their own through ``model.variant``."""
     train_subset: int = 0
     """Train on only the first N training images (0: all of them)."""
 
-    def steps_for(self, dataset: str, variant: str) -> int:
-        for key in (f"{dataset}.{variant}", variant, dataset, "default"):
+    def steps_for(self, dataset: str, variant: str, model: str | None = None) -> int:
+        """The budget of the most specific key naming this model (:data:`STEP_KEYS`); without
+        ``model``, the keys that name a model are passed over."""
+        by_model = (f"{dataset}.{model}.{variant}", f"{model}.{variant}") if model else ()
+        for key in (*by_model, f"{dataset}.{variant}", variant, dataset, "default"):
             if key in self.steps:
                 return self.steps[key]
         raise SuiteError(f"training.steps has no entry for {dataset}.{variant} and no 'default'")
@@ -71,9 +78,8 @@ class ServingConfig:
     variants: tuple[str, ...] = ()
     """Only cells of these model variants (empty: every variant)."""
     p99_bound_ms: dict[str, float] = field(default_factory=lambda: {"default": 100.0})
-    """The Server scenario's p99 bound; keys looked up as ``training.steps``'s are
-    (``dataset.variant``, ``variant``, ``dataset``, ``default``); a table without ``default``
-    keeps 100 ms for the rest."""
+    """The Server scenario's p99 bound; keys looked up as ``dataset.variant``, ``variant``,
+    ``dataset``, ``default``; a table without ``default`` keeps 100 ms for the rest."""
     concurrency: int = 1
     """Server queries in flight at once (threads calling ``predict``)."""
     min_queries: int = 662
@@ -147,6 +153,51 @@ class Suite:
                 value = list(value)
             out[f.name] = value
         return out
+
+    def check_step_keys(
+        self, datasets: Collection[str], models: Mapping[str, Collection[str]]
+    ) -> None:
+        """Refuse a ``training.steps`` key that names no dataset, model or variant known here
+        (``models``: each model's variants), so that a misspelt key is an error before anything
+        trains, not a budget silently unused."""
+        for key in self.training.steps:
+            problem = _step_key_problem(key, datasets, models)
+            if problem:
+                offered = ", ".join(f"{m}: {'/'.join(v)}" for m, v in sorted(models.items()))
+                raise SuiteError(
+                    f"{self.source}: training.steps key {key!r}: {problem}; keys are default, "
+                    f"{', '.join(STEP_KEYS)}; datasets: {', '.join(sorted(datasets))}; models "
+                    f"and their variants: {offered}"
+                )
+
+
+def _step_key_problem(
+    key: str, datasets: Collection[str], models: Mapping[str, Collection[str]]
+) -> str | None:
+    """What in ``key`` names nothing known, or None when it fits one of :data:`STEP_KEYS`."""
+    variants = {variant for offered in models.values() for variant in offered}
+    *head, variant = key.split(".")
+    if len(head) > 2:
+        return "more than three names"
+    if not head:
+        if key == "default" or key in datasets or key in variants:
+            return None
+        return "neither default nor a dataset or a variant"
+    if len(head) == 2 and head[0] not in datasets:
+        return f"{head[0]!r} is not a dataset"
+    first = head[-1]
+    if first in models:
+        offered = models[first]
+        if variant not in offered:
+            return (
+                f"model {first!r} has no variant {variant!r} (its variants: {', '.join(offered)})"
+            )
+        return None
+    if len(head) == 2:
+        return f"{first!r} is not a model"
+    if first not in datasets:
+        return f"{first!r} is neither a dataset nor a model"
+    return None if variant in variants else f"no model has variant {variant!r}"
 
 
 def _plain(value: Any) -> Any:
@@ -255,6 +306,7 @@ def _section(source: str, prefix: str, data: dict[str, Any], cls: type) -> Any:
             _check_type(source, f"{prefix}.{key}", value, (dict, int))
             if isinstance(value, int):
                 value = {"default": value}
+            value = _dotted(source, f"{prefix}.{key}", value)
             for sub, n in value.items():
                 _check_type(source, f"{prefix}.{key}.{sub}", n, (int,))
                 if n < 1:
@@ -268,6 +320,22 @@ def _section(source: str, prefix: str, data: dict[str, Any], cls: type) -> Any:
             _check_limit(source, f"{prefix}.{key}", value)
         values[key] = value
     return cls(**values)
+
+
+def _dotted(source: str, where: str, table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``table`` with nested tables as dotted keys: TOML reads ``book_cnn.nopool = 400`` as
+    ``{"book_cnn": {"nopool": 400}}``, which means what ``"book_cnn.nopool" = 400`` does."""
+    flat: dict[str, Any] = {}
+    for key, value in table.items():
+        name = f"{prefix}{key}"
+        inner = (
+            _dotted(source, where, value, f"{name}.") if isinstance(value, dict) else {name: value}
+        )
+        twice = sorted(inner.keys() & flat.keys())
+        if twice:
+            raise SuiteError(f"{source}: {where} gives {twice[0]!r} twice; give each key once")
+        flat |= inner
+    return flat
 
 
 def _serving(source: str, data: dict[str, Any]) -> ServingConfig:

@@ -178,3 +178,102 @@ def test_a_suite_file_that_is_not_utf8_is_an_error_naming_it(tmp_path):
     with pytest.raises(SuiteError, match="not UTF-8 text") as info:
         load_suite(str(path))
     assert str(path) in str(info.value)
+
+
+MODELS = {"book_cnn": ("pool", "nopool"), "mlp": ("dense256",)}
+DATASETS = ("mnist", "cifar10")
+
+
+def steps_table(tmp_path: Path, table: str) -> dict[str, int]:
+    return load_suite(write(tmp_path, f'name = "x"\n[training.steps]\n{table}')).training.steps
+
+
+def test_step_lookup_prefers_the_most_specific_key_naming_the_model(tmp_path):
+    path = write(
+        tmp_path,
+        'name = "s"\n[training.steps]\n"mnist.book_cnn.pool" = 1\n"book_cnn.pool" = 2\n'
+        '"mnist.pool" = 3\npool = 4\ncifar10 = 5\ndefault = 6\n',
+    )
+    recipe = load_suite(path).training
+    assert recipe.steps_for("mnist", "pool", model="book_cnn") == 1
+    assert recipe.steps_for("cifar10", "pool", model="book_cnn") == 2
+    assert recipe.steps_for("mnist", "pool", model="other_cnn") == 3
+    assert recipe.steps_for("cifar10", "pool", model="other_cnn") == 4
+    assert recipe.steps_for("cifar10", "nopool", model="book_cnn") == 5
+    assert recipe.steps_for("other", "nopool", model="book_cnn") == 6
+    assert recipe.steps_for("mnist", "pool") == 3, "without a model, model keys are passed over"
+
+
+def test_two_models_sharing_variant_names_get_budgets_of_their_own(tmp_path):
+    path = write(tmp_path, 'name = "s"\n[training.steps]\nnopool = 120\n"book_cnn.nopool" = 400\n')
+    recipe = load_suite(path).training
+    assert recipe.steps_for("mnist", "nopool", model="book_cnn") == 400
+    assert recipe.steps_for("mnist", "nopool", model="small_cnn") == 120
+
+
+@pytest.mark.parametrize(
+    "table",
+    [
+        '"book_cnn.nopool" = 400\n',
+        "book_cnn.nopool = 400\n",
+        "book_cnn = { nopool = 400 }\n",
+        "[training.steps.book_cnn]\nnopool = 400\n",
+    ],
+)
+def test_a_dotted_step_key_means_what_the_quoted_one_does(tmp_path, table):
+    assert steps_table(tmp_path, table) == {"book_cnn.nopool": 400}
+
+
+def test_a_step_key_given_quoted_and_dotted_is_an_error(tmp_path):
+    path = write(
+        tmp_path, 'name = "x"\n[training.steps]\n"book_cnn.nopool" = 1\nbook_cnn.nopool = 2\n'
+    )
+    with pytest.raises(SuiteError, match=r"training\.steps gives 'book_cnn\.nopool' twice"):
+        load_suite(path)
+
+
+def test_a_dotted_step_key_is_checked_like_the_others(tmp_path):
+    with pytest.raises(SuiteError, match=r"training\.steps\.book_cnn\.nopool must be at least 1"):
+        steps_table(tmp_path, "book_cnn.nopool = 0\n")
+
+
+def test_step_keys_naming_known_datasets_models_and_variants_pass(tmp_path):
+    table = (
+        'default = 1\nmnist = 2\nnopool = 3\n"cifar10.pool" = 4\n"mlp.dense256" = 5\n'
+        '"mnist.book_cnn.nopool" = 6\n'
+    )
+    suite = load_suite(write(tmp_path, f'name = "x"\n[training.steps]\n{table}'))
+    suite.check_step_keys(DATASETS, MODELS)
+
+
+@pytest.mark.parametrize(
+    ("key", "problem"),
+    [
+        ("pol", "neither default nor a dataset or a variant"),
+        ("book_cnn.nopol", "model 'book_cnn' has no variant 'nopol' (its variants: pool, nopool)"),
+        ("mlp.pool", "model 'mlp' has no variant 'pool' (its variants: dense256)"),
+        ("bookcnn.pool", "'bookcnn' is neither a dataset nor a model"),
+        ("mnist.nopol", "no model has variant 'nopol'"),
+        ("mnst.book_cnn.pool", "'mnst' is not a dataset"),
+        ("mnist.bookcnn.pool", "'bookcnn' is not a model"),
+        ("mnist.mlp.pool", "model 'mlp' has no variant 'pool' (its variants: dense256)"),
+        ("mnist.book_cnn.pool.x", "more than three names"),
+    ],
+)
+def test_a_step_key_naming_nothing_known_is_an_error_naming_the_key_and_the_known_names(
+    tmp_path, key, problem
+):
+    path = write(tmp_path, f'name = "x"\n[training.steps]\n"{key}" = 5\n')
+    suite = load_suite(path)
+    with pytest.raises(SuiteError) as info:
+        suite.check_step_keys(DATASETS, MODELS)
+    assert str(info.value) == (
+        f"{path}: training.steps key {key!r}: {problem}; keys are default, "
+        "DATASET.MODEL.VARIANT, MODEL.VARIANT, DATASET.VARIANT, VARIANT, DATASET; datasets: "
+        "cifar10, mnist; models and their variants: book_cnn: pool/nopool, mlp: dense256"
+    )
+
+
+@pytest.mark.parametrize("name", BUILTIN_SUITES)
+def test_the_builtin_suites_step_keys_name_first_party_objects(name):
+    load_suite(name).check_step_keys(DATASETS, {"book_cnn": ("pool", "nopool")})
