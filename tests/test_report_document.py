@@ -174,6 +174,31 @@ def test_merged_runs_each_get_their_machine():
     assert "CPU: Other CPU;" in header.split("### Run run-b")[1]
 
 
+def shard_records(run_id: str, index: int, count: int) -> list[dict]:
+    records = journal_records(run_id, datasets=("mnist",), variants=("pool",))
+    records[0]["shard"] = {"index": index, "count": count}
+    return records
+
+
+def test_a_shards_report_says_which_shard_it_holds():
+    header = markdown_of(shard_records("run-s", 2, 3)).split("## mnist")[0]
+    assert "This run is shard 2 of 3 of suite synthetic (harness run --shard 2/3)" in header
+    assert "suite: synthetic, shard 2 of 3, started" in header
+
+
+def test_a_merge_of_shards_names_them_and_the_shards_it_lacks():
+    records = shard_records("run-3", 3, 3) + shard_records("run-1", 1, 3)
+    header = markdown_of(records).split("## mnist")[0]
+    assert "A merge of shards 1/3, 3/3 of suite synthetic; shard 2/3 is missing, so its" in header
+    assert "suite: synthetic, shard 3 of 3, started" in header.split("### Run run-3")[1]
+    whole = markdown_of(shard_records("run-1", 1, 2) + shard_records("run-2", 2, 2))
+    assert "A merge of shards 1/2, 2/2 of suite synthetic: the whole suite." in whole
+
+
+def test_a_whole_runs_report_says_nothing_of_shards():
+    assert "shard" not in markdown_of(journal_records())
+
+
 EVIL = (
     "![x](http://127.0.0.1:9/x.png) <img src=x> *bold* _under_ `code` "
     "[link](http://127.0.0.1:9) | ~~s~~"

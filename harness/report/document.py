@@ -148,8 +148,9 @@ def _machine_items(run: dict[str, Any]) -> list[str]:
     finished = run.get("finished")
     wall = run.get("wall_seconds")
     state = f"finished {finished}, {wall:.0f} s" if finished and wall is not None else "unfinished"
+    shard = f", {_shard_name(run['shard'])}" if run.get("shard") else ""
     items = [
-        f"suite: {suite.get('name', '-')}, started {run.get('started', '-')}, {state}",
+        f"suite: {suite.get('name', '-')}{shard}, started {run.get('started', '-')}, {state}",
         _cpu_line(env),
         _isa_line(env),
     ]
@@ -171,6 +172,38 @@ def _machine_items(run: dict[str, Any]) -> list[str]:
             + ", ".join(f"{k} {v:.1f} s" for k, v in phases.items() if v is not None)
         )
     return items
+
+
+def _shard_name(shard: dict[str, Any]) -> str:
+    return f"shard {shard['index']} of {shard['count']}"
+
+
+def _shards_note(runs: list[dict[str, Any]]) -> str:
+    """Which part of its suite a shard's report holds, or which shards a merge joined and which
+    it lacks: a reader must not take a part of the suite for all of it."""
+    shards = sorted(
+        (run["shard"]["index"], run["shard"]["count"]) for run in runs if run.get("shard")
+    )
+    if not shards:
+        return ""
+    suite = next((run.get("suite") or {}).get("name", "-") for run in runs if run.get("shard"))
+    index, count = shards[0]
+    if len(runs) == 1:
+        return (
+            f"This run is shard {index} of {count} of suite {suite} (harness run --shard "
+            f"{index}/{count}): it holds only that shard's models; harness merge joins the "
+            "shards into one report."
+        )
+    joined = ", ".join(f"{i}/{n}" for i, n in shards)
+    note = f"A merge of shard{'s' * (len(shards) > 1)} {joined} of suite {suite}"
+    missing = [f"{i}/{count}" for i in range(1, count + 1) if (i, count) not in shards]
+    if not missing:
+        return note + ": the whole suite."
+    plural = len(missing) > 1
+    return (
+        f"{note}; shard{'s' * plural} {', '.join(missing)} {'are' if plural else 'is'} missing, "
+        f"so {'their' if plural else 'its'} models are absent."
+    )
 
 
 def _machine_section(tables: RunTables) -> list[Block]:
@@ -408,8 +441,11 @@ def report_document(tables: RunTables, plots: list[Plot]) -> list[Block]:
             f"Run{'s' if many_runs else ''} {run_ids}: {len(summary)} rows "
             f"(dataset x model x variant x backend x device x batch size), {ok} measured."
         ),
-        *_machine_section(tables),
     ]
+    shards = _shards_note(tables.runs)
+    if shards:
+        blocks.append(Paragraph(shards))
+    blocks += _machine_section(tables)
     for dataset in sorted(summary["dataset"].dropna().unique()):
         rows = summary[summary["dataset"] == dataset]
         blocks += [Heading(2, dataset), _models_table(rows, many_runs)]
