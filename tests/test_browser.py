@@ -24,7 +24,13 @@ import pytest
 
 from harness.report import write_run_reports
 from harness.report.history import write_history
-from harness.report.synthetic import environment, journal_records, trials_record, write_journal
+from harness.report.synthetic import (
+    environment,
+    journal_records,
+    serving_entry,
+    trials_record,
+    write_journal,
+)
 
 CHROMIUM = next(
     (path for name in ("chromium", "chromium-browser") if (path := shutil.which(name))), None
@@ -49,6 +55,18 @@ LOCAL_SCHEMES = ("file:", "data:", "about:", "blob:")
 TIMEOUT_S = 120.0
 """Generous: the development machine has two shared cores."""
 SCREENSHOT_DIR = "HARNESS_SCREENSHOT_DIR"
+NARROW_PX = 800
+"""A narrow window (half a laptop screen): a page must fit its width, a wide table scrolling
+inside its own box rather than the whole page sideways."""
+OVERFLOW = """(() => {
+  const root = document.documentElement, body = document.body, limit = root.clientWidth;
+  return {viewport: limit, page: root.scrollWidth, body: body.scrollWidth,
+    body_box: body.clientWidth,
+    wide: Array.from(body.children).filter(e => e.getBoundingClientRect().right > limit)
+      .map(e => e.outerHTML.slice(0, 80))};
+})()"""
+"""How wide the page and its body are against the window, and which of the body's children
+reach past it."""
 
 
 class DevTools:
@@ -139,18 +157,21 @@ def browser(tmp_path: Path) -> Iterator[DevTools]:
 
 @pytest.fixture(scope="module")
 def pages(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """A finished run's report.html and a history of five runs, from synthetic journals."""
+    """A finished run's report.html and a history of ten runs (one column each: wider than an
+    800 px window), from synthetic journals."""
     root = tmp_path_factory.mktemp("pages")
     runs = []
-    for day in range(1, 6):
+    for day in range(1, 11):
         records = journal_records(f"run-{day}", seed=day, latency_ms=2.0 if day == 4 else 1.0)
-        records[0]["started"] = f"2025-01-0{day}T00:00:00+00:00"
-        records[-1]["finished"] = f"2025-01-0{day}T00:01:00+00:00"
+        records[0]["started"] = f"2025-01-{day:02d}T00:00:00+00:00"
+        records[-1]["finished"] = f"2025-01-{day:02d}T00:01:00+00:00"
         records[0]["environment"] = {
             **environment(),
             "cpu": {"vendor": "GenuineIntel", "isa": ["avx", "avx2", "fma"]},
         }
         records.insert(-1, trials_record(1, 2.0 if day == 4 else 1.0, seed=day))
+        for cell in (r for r in records if r["type"] == "cell" and r["dataset"] == "mnist"):
+            cell["serving"] = serving_entry()  # the report's widest table
         write_journal(root / "runs" / f"run-{day}", records)
         runs.append(root / "runs" / f"run-{day}")
     write_run_reports(runs[-1])
@@ -229,6 +250,53 @@ def test_a_page_loads_from_disk_whole_and_alone(browser, pages, name, tmp_path):
     assert leaving == [], f"{name}: requests leaving the file system: {leaving}"
     screenshot = save_screenshot(browser, name, tmp_path)
     assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def width_at(browser: DevTools, page: Path, width: int) -> dict[str, Any]:
+    """Load ``page`` in a window ``width`` CSS pixels wide; what :data:`OVERFLOW` measures."""
+    browser.call(
+        "Emulation.setDeviceMetricsOverride",
+        session=True,
+        width=width,
+        height=1000,
+        deviceScaleFactor=1,
+        mobile=False,
+    )
+    open_page(browser, page)
+    measured = browser.call(
+        "Runtime.evaluate", session=True, returnByValue=True, expression=OVERFLOW
+    )
+    return measured["result"]["value"]
+
+
+def assert_fits(seen: dict[str, Any], name: str) -> None:
+    assert NARROW_PX - 30 <= seen["viewport"] <= NARROW_PX, "the window (less a scrollbar)"
+    assert seen["page"] <= seen["viewport"], f"{name} scrolls sideways: {seen}"
+    assert seen["body"] <= seen["body_box"], f"{name}'s body overflows: {seen}"
+
+
+@pytest.mark.parametrize("name", ["report", "history"])
+def test_a_page_fits_an_800_pixel_window(browser, pages, name, tmp_path):
+    assert_fits(width_at(browser, pages[name], NARROW_PX), name)
+    save_screenshot(browser, f"{name}-{NARROW_PX}px", tmp_path)
+
+
+@pytest.mark.parametrize("boxed", [False, True])
+def test_the_width_check_sees_a_table_wider_than_the_window(browser, tmp_path, boxed):
+    """A 20-column table overflows an 800 px page unless it scrolls in its own box."""
+    row = "<tr>" + "<td>a&nbsp;long&nbsp;cell</td>" * 20 + "</tr>"
+    table = f"<table>{row}</table>"
+    page = tmp_path / "wide.html"
+    page.write_text(
+        "<!doctype html><title>wide</title><body>"
+        + (f'<div style="overflow-x: auto">{table}</div>' if boxed else table)
+    )
+    seen = width_at(browser, page, NARROW_PX)
+    if boxed:
+        assert_fits(seen, "boxed")
+    else:
+        assert seen["page"] > seen["viewport"] and seen["body"] > seen["body_box"]
+        assert seen["wide"] and seen["wide"][0].startswith("<table>")
 
 
 def test_the_checks_see_an_error_a_broken_image_and_a_request_off_the_disk(browser, tmp_path):

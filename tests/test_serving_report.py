@@ -14,32 +14,7 @@ from harness.report.frames import build_tables
 from harness.report.markdown import render_markdown
 from harness.report.plots import serving_plot
 from harness.report.store import read_report_folder
-from harness.report.synthetic import journal_records, write_journal
-from harness.serving import OfflineResult, RatePoint, ServerResult
-
-
-def rate_point(rate: float, p99_ms: float) -> RatePoint:
-    return RatePoint(
-        rate, 662, 2.0, rate, p99_ms / 3, p99_ms / 2, p99_ms, p99_ms * 1.5, 0.1, 0.4, 1
-    )
-
-
-def serving_entry(max_qps: float | None = 800.0, capped: bool = False) -> dict[str, Any]:
-    curve = (rate_point(400.0, 2.0), rate_point(800.0, 9.0), rate_point(1600.0, 250.0))
-    server = ServerResult(
-        p99_bound_ms=10.0,
-        concurrency=1,
-        capacity_qps=1600.0,
-        max_qps=max_qps,
-        p50_ms=3.0 if max_qps else None,
-        p99_ms=9.0 if max_qps else None,
-        capped=capped,
-        first_beyond_qps=None if capped else 1600.0,
-        schedule_error_p99_ms=0.4,
-        curve=curve,
-    )
-    offline = OfflineResult(5123.4, 32, 2, ((1, 1, 900.0), (32, 2, 5123.4)))
-    return {"server": server.to_dict(), "offline": offline.to_dict()}
+from harness.report.synthetic import journal_records, serving_entry, write_journal
 
 
 def records_with_serving() -> list[dict[str, Any]]:

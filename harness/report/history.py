@@ -260,17 +260,22 @@ def _cell_table(rows: pd.DataFrame, runs: pd.DataFrame) -> str:
                 step = f"<br><b>{MARKS[row['verdict']]} {change}</b>"
             cells.append(f"<td>{row['p50_ms']:.3g}{interval}{step}{accuracy}</td>")
         name = html.escape("/".join(str(k) for k in key[:5]) + f" b={key[5]}")
-        body.append(f"<tr><th>{name}</th>{''.join(cells)}</tr>")
-    return (
-        f"<table><thead><tr><th>cell</th>{heads}</tr></thead><tbody>{''.join(body)}</tbody></table>"
-    )
+        body.append(f"<tr><th>{name.replace('/', '/<wbr>')}</th>{''.join(cells)}</tr>")
+    # One column per run never fits a narrow window for long: the table scrolls in its own box
+    # with the cell names held at its left edge, and the page stays as wide as the window.
+    head = f"<thead><tr><th>cell</th>{heads}</tr></thead>"
+    return f'<div class="table"><table>{head}<tbody>{"".join(body)}</tbody></table></div>'
 
 
 _STYLE = """
-body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 80em; color: #222; }
-table { border-collapse: collapse; margin: 0.5em 0 1em; font-size: 0.85em; }
+body { font-family: system-ui, sans-serif; margin: 2em auto; padding: 0 1em; max-width: 80em;
+  color: #222; overflow-wrap: break-word; }
+.table { overflow-x: auto; margin: 0.5em 0 1em; }
+table { border-collapse: collapse; font-size: 0.85em; }
 th, td { border: 1px solid #ccc; padding: 0.25em 0.5em; text-align: right; }
-thead th { background: #f3f3f3; } tbody th { text-align: left; font-weight: normal; }
+thead th { background: #f3f3f3; }
+tbody th { text-align: left; font-weight: normal; background: #fff; min-width: 9em; }
+tr > th:first-child { position: sticky; left: 0; }
 img { max-width: 100%; display: block; margin: 1em 0; }
 """
 

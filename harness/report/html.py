@@ -13,12 +13,15 @@ from pathlib import Path
 from harness.report.document import Block, Bullets, Figure, Heading, Paragraph, Table
 
 _STYLE = """
-body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 75em; color: #222; }
-table { border-collapse: collapse; margin: 0.5em 0 1em; font-size: 0.9em; }
+body { font-family: system-ui, sans-serif; margin: 2em auto; padding: 0 1em; max-width: 75em;
+  color: #222; overflow-wrap: break-word; }
+.table { overflow-x: auto; margin: 0.5em 0 1em; }
+table { border-collapse: collapse; font-size: 0.9em; }
 th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }
 th { background: #f3f3f3; }
 td:nth-child(-n+4) { text-align: left; }
 img { max-width: 100%; display: block; margin: 1em 0; }
+@media (max-width: 60em) { table { font-size: 0.8em; } th, td { padding: 0.2em 0.35em; } }
 """
 
 
@@ -28,7 +31,9 @@ def _table(block: Table) -> str:
         "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>"
         for row in block.rows
     )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
+    # A table wider than a narrow window scrolls inside its box; the page itself never does.
+    table = f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
+    return f'<div class="table">{table}</div>'
 
 
 def _figure(block: Figure, run_dir: Path) -> str:

@@ -167,6 +167,37 @@ def cell_record(
     }
 
 
+def serving_entry(
+    max_qps: float | None = 800.0,
+    capped: bool = False,
+    images_per_s: float = 5123.4,
+    bound_ms: float = 10.0,
+) -> dict[str, Any]:
+    """A cell record's ``serving`` entry as the worker writes it: a Server search over three
+    rates and an Offline best of two configurations. ``max_qps`` None: no rate was within the
+    bound; ``capped``: every rate was."""
+    from harness.serving import OfflineResult, RatePoint, ServerResult
+
+    curve = tuple(
+        RatePoint(rate, 662, 2.0, rate, p99 / 3, p99 / 2, p99, p99 * 1.5, 0.1, 0.4, 1.0)
+        for rate, p99 in ((400.0, 2.0), (800.0, 9.0), (1600.0, 250.0))
+    )
+    server = ServerResult(
+        p99_bound_ms=bound_ms,
+        concurrency=1,
+        capacity_qps=1600.0,
+        max_qps=max_qps,
+        p50_ms=3.0 if max_qps else None,
+        p99_ms=9.0 if max_qps else None,
+        capped=capped,
+        first_beyond_qps=None if capped else 1600.0,
+        schedule_error_p99_ms=0.4,
+        curve=curve,
+    )
+    offline = OfflineResult(images_per_s, 32, 2, ((1, 1, 900.0), (32, 2, images_per_s)))
+    return {"server": server.to_dict(), "offline": offline.to_dict()}
+
+
 def trials_record(
     batch_size: int = 1,
     latency_ms: float = 1.0,
