@@ -16,6 +16,9 @@ Environments must match (CPU model, vendor/family/model, thread settings, librar
 unless allowed: comparing latencies across machines says nothing about the code. CPUs with
 different instruction sets are never compared, not even when allowed: the runtimes pick other
 kernels (AVX2 or AVX-512 VNNI, say), so only ``--metrics deterministic`` reads such runs.
+
+Serving figures (the Server scenario's max QPS at the p99 bound, Offline images/s) are shown
+per cell as ``report-only``: each run measures them once, with no noise to judge a change by.
 """
 
 from __future__ import annotations
@@ -74,8 +77,8 @@ class Finding:
     change: str
     verdict: str
     """``regression``, ``improvement``, ``changed``, ``same``, ``inconclusive`` (a latency whose
-    noise floor is above the threshold), or ``untested`` (a latency row without trials on both
-    sides)."""
+    noise floor is above the threshold), ``untested`` (a latency row without trials on both
+    sides), or ``report-only`` (a serving figure: its change is shown, never judged)."""
     gates: bool
     """Whether this finding fails the comparison (exit 1)."""
     p_value: float | None = None
@@ -266,6 +269,74 @@ def _accuracy(key: tuple, base: dict, new: dict, options: CompareOptions) -> lis
     return findings
 
 
+SERVING_METRICS = ("serving_max_qps", "offline_images_per_s")
+"""Serving figures compare shows per cell: one search and one pass per run, no measured noise."""
+_SERVING_SETUP = ("serving_p99_bound_ms", "serving_concurrency")
+
+
+def _serving_value(row: dict, metric: str) -> str:
+    """``≥`` marks a search that never reached the bound; ``none``, one that found no rate."""
+    value = row.get(metric)
+    if value is None:
+        return "none" if metric == "serving_max_qps" else "-"
+    floor = metric == "serving_max_qps" and bool(row.get("serving_capped"))
+    return f"{'≥ ' if floor else ''}{value:,.1f}"
+
+
+def _serving(cell: tuple, base: dict, new: dict) -> list[Finding]:
+    """Each serving figure's change, ``report-only``: a run measures it once (one bisection,
+    one Offline pass), so no noise is known and no size of change can be judged. The one
+    verdict is a lost capability: BASE found a rate within the p99 bound, NEW none, not even
+    the lowest rate tried (a fraction of NEW's own capacity): a regression, and its mirror an
+    improvement."""
+    measured = [row.get("serving_p99_bound_ms") is not None for row in (base, new)]
+    if not any(measured):
+        return []
+    if not all(measured):
+        side = "NEW" if measured[0] else "BASE"
+        return [
+            Finding(
+                cell,
+                metric,
+                _serving_value(base, metric) if measured[0] else "-",
+                _serving_value(new, metric) if measured[1] else "-",
+                f"not measured in {side}",
+                "report-only",
+                False,
+            )
+            for metric in SERVING_METRICS
+        ]
+    differs = [name for name in _SERVING_SETUP if base.get(name) != new.get(name)]
+    findings = []
+    for metric in SERVING_METRICS:
+        left, right = base.get(metric), new.get(metric)
+        verdict = "report-only"
+        if differs:
+            setup = ", ".join(
+                f"{name} {_show(base.get(name))} vs {_show(new.get(name))}" for name in differs
+            )
+            change = f"not comparable ({setup})"
+        elif left is not None and right is not None and left > 0:
+            change = f"{100 * (right / left - 1):+.1f}%"
+        elif metric == "serving_max_qps" and (left is None) != (right is None):
+            verdict = "regression" if right is None else "improvement"
+            change = "no rate within the bound" if right is None else "a rate within the bound"
+        else:
+            change = "-"
+        findings.append(
+            Finding(
+                cell,
+                metric,
+                _serving_value(base, metric),
+                _serving_value(new, metric),
+                change,
+                verdict,
+                verdict == "regression",
+            )
+        )
+    return findings
+
+
 def _trial_latencies(tables: RunTables, percentile: int) -> dict[tuple[Any, ...], np.ndarray]:
     """Each row's trial latencies as logs, keyed by identity (a report holds each row once)."""
     return {key[1:]: logs for key, logs in trial_logs(tables.trials, percentile).items()}
@@ -331,12 +402,17 @@ def compare_runs(base: RunTables, new: RunTables, options: CompareOptions) -> Co
     metric = f"p{options.percentile}_ms"
     base_trials = {} if deterministic_only else _trial_latencies(base, options.percentile)
     new_trials = {} if deterministic_only else _trial_latencies(new, options.percentile)
+    served = set()
     for key in matched:
         left, right = base_rows[key], new_rows[key]
         findings += _deterministic(key, left, right)
         if deterministic_only:
             continue
         findings += _accuracy(key, left, right, options)
+        cell = (*key[:-1], None)  # serving is measured per cell, on every batch size's row
+        if cell not in served and left.get("status") == right.get("status") == "ok":
+            served.add(cell)
+            findings += _serving(cell, left, right)
         left_ms, right_ms = left.get(metric), right.get(metric)
         if left_ms is None or right_ms is None or left_ms <= 0:
             continue

@@ -23,6 +23,7 @@ from harness.report.synthetic import (
     journal_records,
     model_record,
     run_record,
+    serving_entry,
     trials_record,
 )
 
@@ -296,3 +297,62 @@ def test_rows_missing_from_new_fail_unless_allowed(tmp_path, capsys):
     assert code == 1
     assert "1 row(s) of BASE missing from NEW" in out
     assert compare(capsys, base, new, "--metrics", "deterministic", "--allow-missing")[0] == 0
+
+
+def served_run(folder: Path, serving: dict | None, seed: int) -> Path:
+    """One cell at batch sizes 1 and 8, the same trials as the other side's, and ``serving``."""
+    cell = cell_record(latency_ms=1.0, samples=50, seed=seed)
+    cell["serving"] = serving
+    records = [run_record(folder.name), model_record(), cell]
+    records += [trials_record(batch, batch, 10, 0.02, seed * 10 + batch) for batch in (1, 8)]
+    return write_run(folder, records)
+
+
+def serving_lines(out: str) -> list[str]:
+    return [line for line in out.splitlines() if "serving_max_qps" in line or "offline_" in line]
+
+
+@pytest.mark.parametrize("markdown", [False, True])
+def test_serving_figures_change_per_cell_as_report_only(tmp_path, capsys, markdown):
+    base = served_run(tmp_path / "base", serving_entry(800.0, images_per_s=5000.0), seed=1)
+    new = served_run(tmp_path / "new", serving_entry(400.0, images_per_s=6000.0), seed=2)
+    code, out, _ = compare(capsys, base, new, *(["--markdown"] if markdown else []))
+    assert code == 0
+    assert "Serving scenarios (report-only: no verdict)" in out
+    images, qps = serving_lines(out)  # one row per cell, not one per batch size
+    assert "800.0" in qps and "400.0" in qps and "-50.0%" in qps
+    assert "5,000.0" in images and "6,000.0" in images and "+20.0%" in images
+    assert "regression" not in qps.lower() and "improvement" not in images.lower()
+    assert "their noise is not measured" in out
+
+
+def test_a_cell_that_no_longer_meets_its_bound_at_any_rate_fails(tmp_path, capsys):
+    base = served_run(tmp_path / "base", serving_entry(800.0), seed=1)
+    new = served_run(tmp_path / "new", serving_entry(None), seed=2)
+    code, out, _ = compare(capsys, base, new)
+    assert code == 1
+    (lost,) = [line for line in serving_lines(out) if "serving_max_qps" in line]
+    assert "REGRESSION" in lost and "no rate within the bound" in lost and "none" in lost
+    code, out, _ = compare(capsys, new, base)
+    assert code == 0
+    assert "improvement" in next(line for line in out.splitlines() if "serving_max_qps" in line)
+
+
+def test_serving_under_another_bound_is_not_compared(tmp_path, capsys):
+    base = served_run(tmp_path / "base", serving_entry(800.0, bound_ms=10.0), seed=1)
+    new = served_run(tmp_path / "new", serving_entry(None, bound_ms=20.0), seed=2)
+    code, out, _ = compare(capsys, base, new)
+    assert code == 0
+    qps = next(line for line in serving_lines(out) if "serving_max_qps" in line)
+    assert "not comparable (serving_p99_bound_ms 10 vs 20)" in qps
+
+
+def test_serving_measured_on_one_side_only_is_shown_and_does_not_gate(tmp_path, capsys):
+    base = served_run(tmp_path / "base", serving_entry(800.0, capped=True), seed=1)
+    new = served_run(tmp_path / "new", None, seed=2)
+    code, out, _ = compare(capsys, base, new)
+    assert code == 0
+    qps = next(line for line in serving_lines(out) if "serving_max_qps" in line)
+    assert "≥ 800.0" in qps and "not measured in NEW" in qps
+    code, out, _ = compare(capsys, base, new, "--metrics", "deterministic")
+    assert code == 0 and serving_lines(out) == []

@@ -4,8 +4,9 @@ A latency regression needs a significant change of the row's trials (Welch inter
 the run-to-run noise, Holm over all rows at --alpha) AND a change beyond --threshold; a row whose
 interval is too wide to tell is inconclusive, with its noise floor. An accuracy drop beyond the
 threshold, a status that is no longer ok, broken parity and any change of parameter or MAC
-counts also fail. Exit 0: no regression; 1: a regression; 2: bad input or different
-environments.
+counts also fail. Serving figures are shown, not judged, except a cell that no longer meets its
+p99 bound at any rate tried, which fails. Exit 0: no regression; 1: a regression; 2: bad input
+or different environments.
 """
 
 from __future__ import annotations
@@ -84,17 +85,32 @@ _VERDICT_ORDER = {
     "inconclusive": 2,
     "untested": 3,
     "improvement": 4,
-    "same": 5,
+    "report-only": 5,
+    "same": 6,
 }
+SERVING_NOTE = (
+    "Serving figures are report-only: one run measures each once (one bisection over arrival "
+    "rates, one pass over the Offline configurations), so their noise is not measured and no "
+    "change is called significant or not. Only a cell whose Server search found a rate "
+    "within its p99 bound in BASE and none in NEW, not even the lowest rate tried, is a "
+    "regression."
+)
+
+
+def _cell(identity: tuple[Any, ...]) -> tuple[str, ...]:
+    """A row's identity as text; a per-cell figure has no batch size."""
+    return tuple("-" if part is None else str(part) for part in identity)
 
 
 def comparison_document(comparison: Any, args: argparse.Namespace) -> list[Any]:
     from harness.report.document import Bullets, Heading, Paragraph, Table
 
-    findings = sorted(
+    shown = sorted(
         (f for f in comparison.findings if args.all or f.verdict != "same"),
-        key=lambda f: (_VERDICT_ORDER[f.verdict], tuple(map(str, f.identity)), f.metric),
+        key=lambda f: (_VERDICT_ORDER[f.verdict], _cell(f.identity), f.metric),
     )
+    findings = [f for f in shown if f.verdict != "report-only"]
+    serving = [f for f in shown if f.verdict == "report-only"]
     counts = {v: sum(f.verdict == v for f in comparison.findings) for v in _VERDICT_ORDER}
     if args.metrics == "deterministic":
         rule = "parameter counts, MACs and status only"
@@ -119,7 +135,7 @@ def comparison_document(comparison: Any, args: argparse.Namespace) -> list[Any]:
         headers += ("base", "new", "change", "noise floor", "p", "verdict")
         rows = tuple(
             (
-                *(str(part) for part in f.identity),
+                *_cell(f.identity),
                 f.metric,
                 f.base,
                 f.new,
@@ -131,6 +147,15 @@ def comparison_document(comparison: Any, args: argparse.Namespace) -> list[Any]:
             for f in findings
         )
         blocks.append(Table(headers, rows))
+    if serving:
+        headers = ("dataset", "model", "variant", "backend", "device", "metric", "base", "new")
+        rows = tuple((*_cell(f.identity)[:5], f.metric, f.base, f.new, f.change) for f in serving)
+        blocks += [
+            Heading(3, "Serving scenarios (report-only: no verdict)"),
+            Table((*headers, "change"), rows),
+        ]
+    if serving or any(f.metric == "serving_max_qps" for f in findings):
+        blocks.append(Paragraph(SERVING_NOTE))
     if counts["untested"]:
         blocks.append(
             Paragraph(
