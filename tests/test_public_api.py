@@ -144,6 +144,29 @@ def test_importing_the_public_api_and_every_name_it_declares_imports_no_heavy_li
     assert len(result["all"]) == len(set(result["all"])), "a name twice in __all__"
 
 
+def defining_modules() -> list[str]:
+    """The core modules whose objects ``harness.api`` re-exports."""
+    modules = {
+        getattr(getattr(harness.api, name), "__module__", None) for name in harness.api.__all__
+    }
+    return sorted(m for m in modules if isinstance(m, str) and m.startswith("harness."))
+
+
+@pytest.mark.parametrize("first", defining_modules())
+def test_the_public_api_resolves_whichever_module_is_imported_first(first: str) -> None:
+    """No import cycle: ``harness.api`` and the modules it re-exports import each other in
+    any order."""
+    code = (
+        f"import {first}\n"
+        "import harness.api as api\n"
+        "print([name for name in api.__all__ if not hasattr(api, name)])\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert (done.returncode, done.stderr, done.stdout) == (0, "", "[]\n")
+
+
 def test_an_undeclared_name_of_the_public_api_is_an_attribute_error() -> None:
     with pytest.raises(AttributeError, match=r"module 'harness\.api' has no attribute 'read_idx'"):
         harness.api.read_idx  # noqa: B018 - the lookup is what is tested
