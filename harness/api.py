@@ -117,7 +117,7 @@ class Dataset(ABC):
     """Canonical ``"md5:<hex>"`` of each file's uncompressed content, by file name.
 
     Held against local files whatever their wrapping (gzip, tar): a file that parses but differs
-    is used with a :class:`harness.checksums.ContentChecksumWarning`. Empty: nothing compared.
+    is used with a :class:`ContentChecksumWarning`. Empty: nothing compared.
     """
 
     def files(self) -> tuple[str, ...]:
@@ -158,7 +158,7 @@ class Dataset(ABC):
         """Load every split and hold it to this dataset's declared contract.
 
         Returns, per split, the number of images of each class (in label order). Raises
-        :class:`harness.errors.DataError` when a split breaks the contract
+        :class:`DataError` when a split breaks the contract
         (:meth:`load_checked`). A split whose size differs from :attr:`split_sizes` is
         internally consistent data, just not the canonical release (e.g. a subset, or generated
         test data): that is a warning.
@@ -213,7 +213,7 @@ class Dataset(ABC):
     def load(self, data_dir: Path, split: str) -> LabelledImages:
         """Read one split (``"train"`` or ``"test"``) from ``data_dir``.
 
-        Raises :class:`harness.errors.DataError` naming the file when a file is missing,
+        Raises :class:`DataError` naming the file when a file is missing,
         truncated or malformed. Files that parse but fail a content checksum are used, with a
         warning naming the mismatch.
         """
@@ -306,7 +306,7 @@ class Option:
     choices: tuple[str, ...] = ()
 
     def check(self, where: str, value: Any) -> Any:
-        """``value`` if it fits, else a :class:`harness.errors.SuiteError` naming ``where``."""
+        """``value`` if it fits, else a :class:`SuiteError` naming ``where``."""
         kind = type(self.default)
         if kind is bool:
             fits, wanted = isinstance(value, bool), "true or false"
@@ -371,9 +371,9 @@ class Backend(ABC):
 
         The runner calls it in its own process, which already holds TensorFlow, before the
         model's workers start: a worker that then only reads the artifact need not import
-        TensorFlow (about 9 s on two cores). ``harness.model_cache.load_model(model.keras_path)``
-        returns the model the runner holds, without reading the file again. Optional;
-        ``prepare`` must still work without it.
+        TensorFlow (about 9 s on two cores). ``load_model(model.keras_path)`` returns the model
+        the runner holds, without reading the file again. Optional; ``prepare`` must still work
+        without it.
         If it raises, the runner warns and the worker's ``prepare`` tries again, so the failure
         is recorded in the cell.
         """
@@ -383,7 +383,7 @@ class Backend(ABC):
         """Load (and convert, if needed) ``model`` for ``device``.
 
         ``options`` are this backend's settings from the suite (e.g. thread counts). Raise
-        :class:`harness.errors.DeviceUnavailable` with the reason when the device is not really
+        :class:`DeviceUnavailable` with the reason when the device is not really
         in use (e.g. a silent fallback to the CPU): such a cell is ``unavailable``, never timed.
         """
 
