@@ -1,8 +1,10 @@
 """A restricted unpickler for data files that come as pickles (CIFAR-10's "python version").
 
 ``pickle.load`` calls whatever global a file names, so a crafted file runs code. Here the only
-globals a pickle may name are those numpy needs to rebuild an array; any other is refused
-before anything is called, with an error naming the global and the file.
+globals a pickle may name are those numpy needs to rebuild an array, and ``_codecs.encode``
+for text to latin-1 bytes (how Python 3 writes ``bytes`` at protocol 2, e.g. a CIFAR-10 batch
+re-pickled); any other is refused before anything is called, with an error naming the global
+and the file.
 """
 
 from __future__ import annotations
@@ -30,6 +32,10 @@ ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
 resolve to the object directly, so no module is imported on a file's say-so."""
 
 
+LATIN1_NAMES = frozenset({"latin1", "latin-1"})
+"""``pickle`` writes ``latin1``; the other spelling is the same codec."""
+
+
 class UnsafePickleError(DataError):
     """A pickle names a global outside :data:`ALLOWED_GLOBALS`; nothing it names was called."""
 
@@ -46,15 +52,28 @@ class RestrictedUnpickler(pickle.Unpickler):
         self.source = source
 
     def find_class(self, module: str, name: str) -> Any:
+        if (module, name) == ("_codecs", "encode"):
+            return self._latin1_bytes
         try:
             return ALLOWED_GLOBALS[(module, name)]
         except KeyError:
-            allowed = ", ".join(f"{m}.{n}" for m, n in ALLOWED_GLOBALS)
+            allowed = ", ".join([*(f"{m}.{n}" for m, n in ALLOWED_GLOBALS), "_codecs.encode"])
             raise UnsafePickleError(
                 f"{self.source}: refused to unpickle the global {module}.{name}: a data file may "
                 f"only name {allowed}. The file is not a genuine data file; do not load it with "
                 "plain pickle either"
             ) from None
+
+    def _latin1_bytes(self, *args: Any) -> bytes:
+        """``_codecs.encode(text, "latin1")`` as Python 3's pickler writes ``bytes``, and
+        nothing else: any other argument is refused before a codec is looked up."""
+        if len(args) != 2 or not isinstance(args[0], str) or args[1] not in LATIN1_NAMES:
+            shown = ", ".join(f"{type(arg).__name__} {arg!r:.40}" for arg in args)
+            raise UnsafePickleError(
+                f"{self.source}: refused _codecs.encode({shown}): a data file may call it only "
+                "with a str and 'latin1', as Python 3 pickles bytes"
+            )
+        return args[0].encode("latin-1")
 
     def persistent_load(self, pid: Any) -> Any:
         raise UnsafePickleError(f"{self.source}: refused a persistent id in a data file")

@@ -72,3 +72,66 @@ def test_numpy_2_spelling_of_the_array_rebuilder_is_allowed():
 def test_a_malformed_pickle_is_a_data_error_naming_the_file():
     with pytest.raises(DataError, match=r"^batches\.meta: not a valid pickle"):
         safe_loads(b"\x80\x02}q\x00(U", source="batches.meta")
+
+
+def test_bytes_pickled_by_python_3_at_protocol_2_load():
+    batch = {b"batch_label": b"training batch 1 of 5", b"data": np.arange(12, dtype=np.uint8)}
+    data = pickle.dumps(batch, protocol=2)
+    assert b"c_codecs\nencode\n" in data  # how Python 3 writes bytes at protocol 2
+
+    loaded = safe_loads(data, source="data_batch_1")
+
+    assert loaded[b"batch_label"] == b"training batch 1 of 5"
+    np.testing.assert_array_equal(loaded[b"data"], batch[b"data"])
+
+
+class _Encodes:
+    """Pickles as a call of ``_codecs.encode`` with the given arguments."""
+
+    def __init__(self, *args):
+        self.args = args
+
+    def __reduce__(self):
+        import codecs
+
+        return (codecs.encode, self.args)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("abc", "rot13"), ("abc", "hex"), (b"abc", "latin1"), ("abc",), ("abc", "latin1", "strict")],
+    ids=["rot13", "another-codec", "bytes", "one-argument", "three-arguments"],
+)
+def test_codecs_encode_is_refused_for_anything_but_text_to_latin1(args):
+    crafted = pickle.dumps(_Encodes(*args), protocol=2)
+    assert b"c_codecs\nencode\n" in crafted
+
+    with pytest.raises(UnsafePickleError, match=r"^batch: refused _codecs\.encode\("):
+        safe_loads(crafted, source="batch")
+
+
+def test_a_cifar_archive_re_pickled_by_python_3_loads_as_the_original(tmp_path):
+    import io
+    import tarfile
+
+    from harness.synthetic import write_cifar10
+    from harness_cifar10.dataset import Cifar10Dataset
+
+    original = write_cifar10(tmp_path / "original", train=10, test=4)
+    repickled = tmp_path / "repickled" / original.name
+    repickled.parent.mkdir()
+    with tarfile.open(original) as source, tarfile.open(repickled, "w:gz") as target:
+        for member in source.getmembers():
+            payload = source.extractfile(member).read() if member.isfile() else None
+            if payload is not None and not member.name.endswith(".html"):
+                # a trusted file of our own: plain pickle is fine here
+                payload = pickle.dumps(pickle.loads(payload, encoding="bytes"), protocol=2)
+                assert b"c_codecs\nencode\n" in payload
+                member.size = len(payload)
+            target.addfile(member, io.BytesIO(payload) if payload is not None else None)
+
+    for split in ("train", "test"):
+        expected = Cifar10Dataset().load(original.parent, split)
+        loaded = Cifar10Dataset().load(repickled.parent, split)
+        np.testing.assert_array_equal(loaded.images, expected.images)
+        np.testing.assert_array_equal(loaded.labels, expected.labels)
