@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
@@ -9,6 +10,12 @@ from harness.api import Dataset
 from harness.errors import HarnessError, SuiteError
 from harness.registry import Registry
 from harness.suite import Suite
+
+MAX_BATCH_SIZE = 65_536
+"""Far above any batch a CNN benchmark times; far below one whose buffers exhaust a machine
+(``batch_sizes = [100000000000]`` once grew a worker to 19.6 GB)."""
+INPUT_BYTES_PER_VALUE = 4
+"""A model's first layer sees the batch as float32, whatever the images' dtype."""
 
 
 @dataclass(frozen=True, order=True)
@@ -49,6 +56,7 @@ def plan_cells(suite: Suite, registry: Registry) -> list[ModelPlan]:
     (in ``backend_options`` too) are errors that list what is known, as is a synthetic-data
     suite naming a dataset that cannot generate its files. Each backend checks its options
     here (``Backend.check_options``), so a misspelt key stops the run before anything trains.
+    So are the batch sizes (:func:`check_batch_sizes`).
     """
     datasets = [registry.dataset(name) for name in suite.datasets]
     if suite.synthetic_data:
@@ -86,6 +94,7 @@ def plan_cells(suite: Suite, registry: Registry) -> list[ModelPlan]:
             raise SuiteError(
                 f"{suite.source}: no model has variant {variant!r}; variants: {offered}"
             )
+    check_batch_sizes(suite, datasets)
     plans: list[ModelPlan] = []
     for dataset in suite.datasets:
         for spec in specs:
@@ -99,6 +108,37 @@ def plan_cells(suite: Suite, registry: Registry) -> list[ModelPlan]:
                 )
                 plans.append(ModelPlan(key, cells))
     return plans
+
+
+def check_batch_sizes(suite: Suite, datasets: list[Dataset]) -> None:
+    """Refuse a batch size above :data:`MAX_BATCH_SIZE`, or one whose input alone, as float32,
+    would not fit in a worker's memory limit: such a cell could only end ``oom`` (or, for
+    training, take the runner down) after the models were trained."""
+    from harness.memory import MIB, describe_limit, worker_memory_limit_bytes
+
+    limit = worker_memory_limit_bytes(suite.worker_memory_limit_mb)
+    named = [("batch_sizes", size) for size in suite.batch_sizes]
+    named.append(("training.batch_size", suite.training.batch_size))
+    if suite.serving.enabled:
+        named += [
+            ("serving.offline_batch_sizes", size) for size in suite.serving.offline_batch_sizes
+        ]
+    for key, size in named:
+        if size > MAX_BATCH_SIZE:
+            raise SuiteError(
+                f"{suite.source}: {key} holds {size:,}, above the largest batch size the "
+                f"harness runs, {MAX_BATCH_SIZE:,}"
+            )
+        for dataset in datasets:
+            needs = size * math.prod(dataset.input_shape) * INPUT_BYTES_PER_VALUE
+            if needs > limit:
+                shape = "x".join(map(str, dataset.input_shape))
+                raise SuiteError(
+                    f"{suite.source}: {key} holds {size:,}: a batch of {size:,} {dataset.name} "
+                    f"images ({shape}) needs {needs / MIB:,.0f} MiB as float32 for its input "
+                    f"alone, above the worker memory limit of {describe_limit(limit)}; use a "
+                    "smaller batch size or raise worker_memory_limit_mb (--memory-limit)"
+                )
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,7 +28,7 @@ from harness.suite import Suite, suite_from_dict
 if TYPE_CHECKING:
     from harness.worker import CellSpec
 
-FAILED_STATUSES = frozenset({"failed", "timeout", "crashed"})
+FAILED_STATUSES = frozenset({"failed", "timeout", "oom", "crashed"})
 SYNTHETIC_SIZES = {"train": 600, "test": 200}
 """Images per split that suites with ``synthetic_data = true`` generate (smoke, CI)."""
 MAX_RUN_DIR_ATTEMPTS = 1000
@@ -69,6 +69,28 @@ def new_run_dir(runs_root: Path, suite: Suite, shard: Shard | None = None) -> Pa
     )
 
 
+def load_datasets(
+    registry: Registry,
+    names: Iterable[str],
+    data_dir: Path,
+    progress: bool = True,
+    log: Callable[[str], None] = lambda line: print(line, file=sys.stderr),
+) -> dict[str, tuple[LabelledImages, LabelledImages]]:
+    """Fetch what is missing and load both splits of each dataset, checked: ``harness run``
+    does it before it makes the run folder, so a data error (exit 2) leaves no run folder
+    behind, and hands the result to :class:`Runner`, so nothing is read twice."""
+    from harness.download import fetch_missing
+
+    loaded = {}
+    for name in names:
+        dataset = registry.dataset(name)
+        fetch_missing(dataset, data_dir, progress=progress)
+        log(f"loading {name} from {data_dir}")
+        train = dataset.load_checked(data_dir, "train")
+        loaded[name] = (train, dataset.load_checked(data_dir, "test"))
+    return loaded
+
+
 def _identity(record: dict[str, Any]) -> tuple[str, ...]:
     keys = ("dataset", "model", "variant", "backend", "device")
     return tuple(record[k] for k in keys if k in record)
@@ -98,10 +120,12 @@ class Runner:
         progress: bool = True,
         measure_peak: Callable[[], dict[str, Any]] | None = None,
         shard: Shard | None = None,
+        datasets: dict[str, tuple[LabelledImages, LabelledImages]] | None = None,
     ) -> None:
         """``measure_peak`` measures the GEMM peak again when the run ends: on a shared machine
         one measurement can come out low, and the reports take the best of start and end.
-        ``shard`` runs only that shard's models (``harness run --shard``)."""
+        ``shard`` runs only that shard's models (``harness run --shard``). ``datasets`` are
+        splits :func:`load_datasets` read already; the run loads any other it needs."""
         self.suite = suite
         self.registry = registry
         self.data_dir = data_dir
@@ -113,6 +137,7 @@ class Runner:
         self.shard = shard
         self.journal = Journal(run_dir / JOURNAL_NAME)
         self.phases: dict[str, float] = defaultdict(float)
+        self._loaded = dict(datasets or {})
 
     def run(self) -> RunOutcome:
         started = time.perf_counter()
@@ -276,13 +301,12 @@ class Runner:
             )
 
     def _load(self, dataset_name: str) -> tuple[LabelledImages, LabelledImages]:
-        from harness.download import fetch_missing
-
-        dataset = self.registry.dataset(dataset_name)
-        fetch_missing(dataset, self.data_dir, progress=self.progress)
-        self.log(f"loading {dataset_name} from {self.data_dir}")
-        train = dataset.load_checked(self.data_dir, "train")
-        return train, dataset.load_checked(self.data_dir, "test")
+        if dataset_name in self._loaded:  # let go of it once used
+            return self._loaded.pop(dataset_name)
+        loaded = load_datasets(
+            self.registry, [dataset_name], self.data_dir, self.progress, self.log
+        )
+        return loaded[dataset_name]
 
     def _prepare_model(
         self,
@@ -386,13 +410,20 @@ class Runner:
             self.phases["export"] += time.perf_counter() - t0
 
     def _measure(self, cell: CellKey, trained: TrainedModel, eval_path: Path) -> dict[str, Any]:
+        from harness.memory import describe_limit, worker_memory_limit_bytes
         from harness.worker import run_cell_subprocess
 
         key = cell.model_key
         spec = self.cell_spec(cell, trained, eval_path)
         label = f"{key.slug()} on {cell.backend}/{cell.device}"
-        self.log(f"{label}: measuring in a worker (timeout {self.suite.worker_timeout_s:.0f} s)")
-        record = run_cell_subprocess(spec, self.suite.worker_timeout_s, self.run_dir / "work")
+        limit = worker_memory_limit_bytes(self.suite.worker_memory_limit_mb)
+        self.log(
+            f"{label}: measuring in a worker (timeout {self.suite.worker_timeout_s:.0f} s, "
+            f"memory limit {describe_limit(limit)})"
+        )
+        record = run_cell_subprocess(
+            spec, self.suite.worker_timeout_s, self.run_dir / "work", limit
+        )
         for phase, seconds in (record.get("phases") or {}).items():
             if seconds is not None:
                 self.phases[phase] += seconds

@@ -133,6 +133,9 @@ class Suite:
     test_subset: int = 0
     """Measure accuracy on only the first N test images (0: the full test set)."""
     worker_timeout_s: float = 1800.0
+    worker_memory_limit_mb: int = 0
+    """MiB of resident memory a worker (with the processes it starts) may hold before it is
+    killed and its cell is ``oom``; 0: half the machine's memory (:mod:`harness.memory`)."""
     synthetic_data: bool = False
     """Use tiny generated data in the canonical formats instead of a data folder (CI, tests)."""
     training: TrainingRecipe = field(default_factory=TrainingRecipe)
@@ -216,6 +219,7 @@ _TOP_TYPES: dict[str, tuple[type, ...]] = {
     "seed": (int,),
     "test_subset": (int,),
     "worker_timeout_s": (int, float),
+    "worker_memory_limit_mb": (int,),
     "synthetic_data": (bool,),
     "training": (dict,),
     "latency": (dict,),
@@ -228,6 +232,7 @@ _LIMITS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "seed": (lambda v: 0 <= v <= MAX_SEED, f"be between 0 and {MAX_SEED}"),
     "test_subset": (lambda v: v >= 0, "be 0 (all) or a number of images"),
     "worker_timeout_s": (lambda v: v > 0, "be positive"),
+    "worker_memory_limit_mb": (lambda v: v >= 0, "be 0 (half the machine's memory) or MiB"),
     "training.learning_rate": (lambda v: v > 0, "be positive"),
     "training.batch_size": (lambda v: v >= 1, "be at least 1"),
     "training.dropout": (lambda v: 0 <= v < 1, "be at least 0 and below 1 (a drop rate)"),

@@ -4,9 +4,15 @@ A backend that crashes the interpreter, hangs or raises costs one cell, never th
 parent turns every outcome into a journal ``cell`` record with a status:
 
 - ``ok``: measured; ``failed``: the backend raised (the error names the type, message and the
-  last frame); ``timeout``: the parent killed the worker after ``timeout_s``; ``crashed``: the
-  worker died (signal or exit code, with the tail of its stderr); ``unavailable``: the backend
-  raised :class:`harness.errors.DeviceUnavailable` (the reason is the error).
+  plugin's frame); ``timeout``: the parent killed the worker after ``timeout_s``; ``oom``: the
+  parent killed the worker when its resident memory (with its children's) passed the limit;
+  ``crashed``: the worker died (signal or exit code, the fault and its frame from the log, then
+  the log's tail); ``unavailable``: the backend raised
+  :class:`harness.errors.DeviceUnavailable` (the reason is the error).
+
+An error's first line names the fault and where it happened: the innermost frame of the
+backend's own plugin, else the innermost outside the harness, never the harness's frames
+around the call.
 
 A worker never outlives its runner: it asks Linux for SIGKILL when the runner dies (a watchdog
 thread elsewhere), and the runner kills the worker's process group when the worker exits, times
@@ -22,6 +28,7 @@ import ctypes
 import faulthandler
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -37,6 +44,7 @@ import numpy as np
 from harness.api import Predictor, TrainedModel
 from harness.errors import DeviceUnavailable
 from harness.latency import LatencyStats, measure
+from harness.memory import MIB, ResidentMemory, describe_limit, machine_memory_bytes
 from harness.suite import LatencyConfig, ServingConfig
 
 EVAL_CHUNK = 256
@@ -45,6 +53,14 @@ STDERR_TAIL_CHARS = 4000
 RUNNER_PID_VARIABLE = "HARNESS_RUNNER_PID"
 """Set by the runner for its workers: the pid a worker checks its parent against at start."""
 WATCHDOG_INTERVAL_S = 0.5
+POLL_INTERVAL_S = 0.05
+"""How often the runner looks at a running worker's memory and clock."""
+LIKELY_OOM_FRACTION = 0.5
+"""A worker SIGKILLed from outside while holding at least this share of its memory limit was
+most likely the out-of-memory killer's victim."""
+HARNESS_DIR = Path(__file__).resolve().parent
+FRAME_LINE = re.compile(r'^\s+File "(?P<file>[^"]*)", line (?P<line>\d+),? in (?P<name>\S.*)$')
+"""A frame in a traceback (``, in f``) or in faulthandler's dump (`` in f``)."""
 PR_SET_PDEATHSIG = 1
 """From <linux/prctl.h>."""
 
@@ -133,8 +149,10 @@ def run_cell(spec: CellSpec) -> dict[str, Any]:
 
     started = time.perf_counter()
     record = empty_record(spec, "ok", None)
+    plugin_root = None
     try:
         backend = get_registry().backend(spec.backend)
+        plugin_root = plugin_root_of(backend)
         with np.load(spec.eval_path) as data:
             images = np.ascontiguousarray(data["images"])
             labels = data["labels"]
@@ -155,7 +173,7 @@ def run_cell(spec: CellSpec) -> dict[str, Any]:
         finally:
             predictor.close()
     except Exception as exc:
-        record.update(status="failed", error=describe_exception(exc), batches=[])
+        record.update(status="failed", error=describe_exception(exc, plugin_root), batches=[])
     finally:
         record["peak_rss_bytes"] = peak_rss_bytes()
         record["worker_seconds"] = time.perf_counter() - started
@@ -231,13 +249,84 @@ def _measure_serving(
     record["phases"]["serving"] = time.perf_counter() - before
 
 
-def describe_exception(exc: BaseException) -> str:
-    """``Type: message (at file:line in function)``: enough to find the failing line."""
-    frames = traceback.extract_tb(exc.__traceback__)
-    where = (
-        f" (at {frames[-1].filename}:{frames[-1].lineno} in {frames[-1].name})" if frames else ""
+def describe_exception(exc: BaseException, plugin_root: Path | None = None) -> str:
+    """``Type: message (at file:line in function)``, the frame chosen by
+    :func:`faulting_frame`; a message of several lines continues after that first line."""
+    frames = [(f.filename, f.lineno or 0, f.name) for f in traceback.extract_tb(exc.__traceback__)]
+    first, _, rest = str(exc).partition("\n")
+    return f"{type(exc).__name__}: {first}{_at(frames[::-1], plugin_root)}" + (
+        f"\n{rest}" if rest else ""
     )
-    return f"{type(exc).__name__}: {exc}{where}"
+
+
+def plugin_root_of(plugin_object: object) -> Path | None:
+    """The folder of the top-level package that defines ``plugin_object``'s class (or its
+    module file): frames there are the plugin's own."""
+    top = type(plugin_object).__module__.partition(".")[0]
+    filename = getattr(sys.modules.get(top), "__file__", None)
+    if not filename:
+        return None
+    path = Path(filename).resolve()
+    return path.parent if path.name == "__init__.py" else path
+
+
+def faulting_frame(
+    frames: list[tuple[str, int, str]], plugin_root: Path | None
+) -> tuple[str, int, str] | None:
+    """The frame to blame among ``frames`` (innermost first): the innermost in the plugin, else
+    the innermost outside the harness (a library the harness called), else the innermost.
+
+    A fault inside numpy called by a plugin is the plugin's line, not numpy's; the harness's
+    frames around every call say nothing about the cell."""
+
+    def under(filename: str, root: Path) -> bool:
+        try:
+            return Path(filename).resolve().is_relative_to(root)
+        except (OSError, ValueError):
+            return False
+
+    candidates = [
+        [f for f in frames if plugin_root is not None and under(f[0], plugin_root)],
+        [f for f in frames if not under(f[0], HARNESS_DIR)],
+        frames,
+    ]
+    return next((found[0] for found in candidates if found), None)
+
+
+def _at(frames: list[tuple[str, int, str]], plugin_root: Path | None) -> str:
+    frame = faulting_frame(frames, plugin_root)
+    return f" (at {frame[0]}:{frame[1]} in {frame[2]})" if frame else ""
+
+
+def describe_fault(log: str, plugin_root: Path | None) -> str | None:
+    """The fault a dead worker's log records, with its frame: faulthandler's ``Fatal Python
+    error`` (a signal) or the last Python traceback; None when the log holds neither."""
+    lines = log.splitlines()
+    fatal = [i for i, line in enumerate(lines) if line.startswith("Fatal Python error: ")]
+    if fatal:
+        start = fatal[-1]
+        rest = lines[start + 1 :]
+        current = [i for i, line in enumerate(rest) if line.startswith("Current thread ")]
+        frames = _frames(rest[current[0] + 1 :] if current else rest)
+        return f"{lines[start]}{_at(frames, plugin_root)}"
+    tracebacks = [i for i, line in enumerate(lines) if line.startswith("Traceback (most recent")]
+    if not tracebacks:
+        return None
+    body = lines[tracebacks[-1] + 1 :]
+    raised = next((line for line in body if line and not line[0].isspace()), "")
+    return f"{raised or 'a Python exception'}{_at(_frames(body)[::-1], plugin_root)}"
+
+
+def _frames(lines: list[str]) -> list[tuple[str, int, str]]:
+    """The frames of the first run of frame lines (source lines between them skipped)."""
+    frames = []
+    for line in lines:
+        match = FRAME_LINE.match(line)
+        if match:
+            frames.append((match["file"], int(match["line"]), match["name"]))
+        elif frames and not line.startswith("    "):
+            break
+    return frames
 
 
 def peak_rss_bytes() -> int | None:
@@ -294,8 +383,13 @@ def gpu_memory_bytes() -> int | None:
     return sum(used) if used else None
 
 
-def run_cell_subprocess(spec: CellSpec, timeout_s: float, work_dir: Path) -> dict[str, Any]:
-    """Measure one cell in a fresh worker process; never raises for what happens inside it."""
+def run_cell_subprocess(
+    spec: CellSpec, timeout_s: float, work_dir: Path, memory_limit_bytes: int | None = None
+) -> dict[str, Any]:
+    """Measure one cell in a fresh worker process; never raises for what happens inside it.
+
+    The worker is killed when it runs past ``timeout_s`` or when it and the processes it
+    started hold more than ``memory_limit_bytes`` resident (None: no limit)."""
     work_dir.mkdir(parents=True, exist_ok=True)
     spec_path = work_dir / f"{spec.label}.spec.json"
     result_path = work_dir / f"{spec.label}.result.json"
@@ -308,31 +402,98 @@ def run_cell_subprocess(spec: CellSpec, timeout_s: float, work_dir: Path) -> dic
     with log_path.open("wb") as log:
         # A session of its own, so killing its group takes anything it started, too.
         child = subprocess.Popen(command, stdout=log, stderr=log, env=env, start_new_session=True)
+        memory = ResidentMemory(child.pid)
         try:
-            returncode = child.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            _kill_group(child)
-            record = empty_record(
-                spec, "timeout", f"worker killed after the cell's timeout of {timeout_s:g} s"
-            )
-            record["worker_seconds"] = time.perf_counter() - started
-            return record
+            ending = _watch(child, timeout_s, memory_limit_bytes, memory)
         except BaseException:  # Ctrl-C or SIGTERM in the parent: take the worker down with us
             _kill_group(child)
             raise
         _kill_group(child)  # what a plugin started and left running
-    if returncode == 0 and result_path.is_file():
+    returncode = child.returncode
+    if ending == "timeout":
+        record = empty_record(
+            spec, "timeout", f"worker killed after the cell's timeout of {timeout_s:g} s"
+        )
+    elif ending == "oom":
+        assert memory_limit_bytes is not None
+        record = empty_record(spec, "oom", _oom_error(memory.peak, memory_limit_bytes))
+        record["peak_rss_bytes"] = memory.peak
+    elif returncode == 0 and result_path.is_file():
         return json.loads(result_path.read_text())
-    if returncode < 0:
-        how = f"worker killed by signal {signal.Signals(-returncode).name}"
-    elif returncode == 0:
-        how = f"worker exited without writing {result_path}"
     else:
-        how = f"worker exited with code {returncode}"
-    tail = log_path.read_text(errors="replace")[-STDERR_TAIL_CHARS:].strip()
-    record = empty_record(spec, "crashed", f"{how}; log {log_path} ends with:\n{tail}")
+        how = _how_it_ended(returncode, result_path, memory.peak, memory_limit_bytes)
+        log = log_path.read_text(errors="replace")
+        fault = describe_fault(log, _backend_root(spec.backend))
+        tail = EXTENSION_MODULES.sub("", log)[-STDERR_TAIL_CHARS:].strip()
+        error = f"{how}{': ' + fault if fault else ''}\nlog {log_path} ends with:\n{tail}"
+        record = empty_record(spec, "crashed", error)
     record["worker_seconds"] = time.perf_counter() - started
     return record
+
+
+EXTENSION_MODULES = re.compile(r"^Extension modules: .*(\n|$)", re.MULTILINE)
+"""faulthandler's list of loaded extension modules (hundreds with TensorFlow): it would fill
+the log tail the error keeps and push the fault out."""
+
+
+def _watch(
+    child: subprocess.Popen[bytes],
+    timeout_s: float,
+    memory_limit_bytes: int | None,
+    memory: ResidentMemory,
+) -> str:
+    """Wait for the worker, watching its clock and memory: ``exited``, or ``timeout`` or
+    ``oom`` when it must be killed."""
+    deadline = time.monotonic() + timeout_s
+    while child.poll() is None:
+        resident = memory.read()
+        if memory_limit_bytes is not None and resident > memory_limit_bytes:
+            return "oom"
+        if time.monotonic() >= deadline:
+            return "timeout"
+        time.sleep(POLL_INTERVAL_S)
+    return "exited"
+
+
+def _oom_error(resident: int, limit: int) -> str:
+    return (
+        f"worker killed at its memory limit of {describe_limit(limit)}: it held "
+        f"{resident / MIB:,.0f} MiB resident (with the processes it started); raise the limit "
+        "with worker_memory_limit_mb in the suite or --memory-limit MB (default: half the "
+        "machine's memory), or measure smaller batches"
+    )
+
+
+def _how_it_ended(returncode: int, result_path: Path, peak: int, limit: int | None) -> str:
+    if returncode == -signal.SIGKILL:  # not the harness's doing: it kills only on timeout, oom
+        how = f"worker killed by signal SIGKILL from outside, holding up to {peak / MIB:,.0f} MiB"
+        if limit is None:
+            limit, of = machine_memory_bytes(), "of the machine's"
+        else:
+            of = "of its limit of"
+        if peak >= LIKELY_OOM_FRACTION * limit:
+            how += (
+                f" ({peak / limit:.0%} {of} {describe_limit(limit)}): memory is the likely "
+                "cause, the system's out-of-memory killer; lower the batch sizes, or the memory "
+                "limit so that the harness stops such a cell first"
+            )
+        return how
+    if returncode < 0:
+        return f"worker killed by signal {signal.Signals(-returncode).name}"
+    if returncode == 0:
+        return f"worker exited without writing {result_path}"
+    return f"worker exited with code {returncode}"
+
+
+def _backend_root(name: str) -> Path | None:
+    """The backend plugin's folder, to find its frames in a dead worker's log; None when the
+    registry cannot say (the error is still written, blaming the innermost non-harness frame)."""
+    from harness.plugins import get_registry
+
+    try:
+        return plugin_root_of(get_registry().backend(name))
+    except Exception:
+        return None
 
 
 def _kill_group(child: subprocess.Popen[bytes]) -> None:

@@ -78,6 +78,13 @@ def test_a_bad_plan_fails_before_making_a_run_folder(tmp_path, capsys):
         (["--timeout", "nan"], "worker_timeout_s must be a finite number, got nan"),
         (["--timeout", "inf"], "worker_timeout_s must be a finite number, got inf"),
         (["--batch-size", "1", "--batch-size", "1"], "batch_sizes lists 1 more than once"),
+        (["--batch-size", "100000000000"], "batch_sizes holds 100,000,000,000, above the"),
+        (["--memory-limit", "-1"], "worker_memory_limit_mb must be 0 (half the machine's"),
+        (
+            ["--memory-limit", "1", "--batch-size", "512"],
+            "batch_sizes holds 512: a batch of 512 mnist images (28x28x1) needs 2 MiB as float32 "
+            "for its input alone, above the worker memory limit of 1 MiB",
+        ),
     ],
 )
 def test_a_bad_flag_value_is_exit_2_naming_it_before_a_run_folder(
@@ -99,3 +106,15 @@ def test_a_split_of_0_images_is_exit_2_naming_it_before_training(tmp_path, capsy
     assert (
         f"error: mnist test split in {data}: the split holds 0 images, expected at least 1" in err
     )
+
+
+def test_a_data_error_is_exit_2_naming_the_file_before_a_run_folder_is_made(tmp_path, capsys):
+    from harness.synthetic import write_mnist
+
+    data = write_mnist(tmp_path / "data", train=20, test=5)[0].parent
+    labels = data / "t10k-labels-idx1-ubyte.gz"
+    labels.write_bytes(labels.read_bytes()[:-9])  # cut short, as a broken copy is
+    argv = ["run", "--suite", "quick", "--dataset", "mnist", "--data-dir", str(data)]
+    assert main([*argv, "--out", str(tmp_path / "runs"), "--no-progress"]) == 2
+    assert "t10k-labels-idx1-ubyte" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()

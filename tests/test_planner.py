@@ -205,3 +205,44 @@ def test_harness_run_with_a_misspelt_option_stops_before_any_training(
     assert "backend_options.onnxruntime: unknown key 'threads'; allowed: intra_op_threads" in error
     assert trained == []
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        (
+            {"batch_sizes": (1, 100_000_000_000)},
+            "batch_sizes holds 100,000,000,000, above the largest batch size the harness runs, "
+            "65,536",
+        ),
+        (
+            {"training": {"batch_size": 70_000}},
+            "training.batch_size holds 70,000, above the largest batch size",
+        ),
+        (
+            {"worker_memory_limit_mb": 10, "batch_sizes": (8_192,)},
+            "batch_sizes holds 8,192: a batch of 8,192 mnist images (28x28x1) needs 24 MiB as "
+            "float32 for its input alone, above the worker memory limit of 10 MiB; use a smaller "
+            "batch size or raise worker_memory_limit_mb (--memory-limit)",
+        ),
+    ],
+    ids=["above-the-maximum", "training-above-the-maximum", "input-above-the-memory-limit"],
+)
+def test_a_batch_size_that_cannot_fit_is_refused_naming_it(tmp_path, changes, message):
+    from harness.suite import TrainingRecipe
+
+    if "training" in changes:
+        changes = {"training": TrainingRecipe(**changes["training"])}
+    suite = replace(load_suite("quick"), datasets=("mnist",), **changes)
+    with pytest.raises(SuiteError) as error:
+        plan_cells(suite, get_registry())
+    assert str(error.value).startswith("built-in suite 'quick': ")
+    assert message in str(error.value)
+
+
+def test_the_default_memory_limit_is_half_the_machines_memory(monkeypatch):
+    from harness import memory
+
+    monkeypatch.setattr(memory, "machine_memory_bytes", lambda: 8 * 2**30)
+    assert memory.worker_memory_limit_bytes(0) == 4 * 2**30
+    assert memory.worker_memory_limit_bytes(300) == 300 * 2**20

@@ -27,13 +27,16 @@ from harness.suite import LatencyConfig
 from harness.worker import (
     RUNNER_PID_VARIABLE,
     CellSpec,
+    describe_fault,
     gpu_memory_bytes,
     run_cell,
     run_cell_subprocess,
 )
 
 TEST_BACKENDS = '''
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -61,6 +64,18 @@ class AbortingPredictor(Predictor):
         os.abort()
 
 
+class LibraryAbortingPredictor(Predictor):
+    def predict(self, batch):
+        with contextlib.ExitStack() as stack:
+            stack.callback(os.abort)  # the innermost Python frame of the fault is contextlib's
+        return batch
+
+
+class ReshapingPredictor(Predictor):
+    def predict(self, batch):
+        return np.reshape(batch, (7, 7))  # numpy raises, in frames of its own
+
+
 class PixelBackend(Backend):
     name = "pixels"
 
@@ -73,6 +88,45 @@ class AbortingBackend(Backend):
 
     def prepare(self, model, device, options):
         return AbortingPredictor()
+
+
+class LibraryAbortingBackend(Backend):
+    name = "aborting-in-library"
+
+    def prepare(self, model, device, options):
+        return LibraryAbortingPredictor()
+
+
+class ReshapingBackend(Backend):
+    name = "reshaping"
+
+    def prepare(self, model, device, options):
+        return ReshapingPredictor()
+
+
+class HoggingBackend(Backend):
+    """Grows to 600 MiB in steps of 20 MiB, then measures as ``pixels`` does."""
+
+    name = "hogging"
+
+    def prepare(self, model, device, options):
+        held = []
+        for _ in range(30):
+            held.append(np.ones(20 * 2**20, dtype=np.uint8))
+            time.sleep(0.02)
+        return PixelPredictor()
+
+
+class OomKilledBackend(Backend):
+    """Holds 220 MiB, then dies by SIGKILL as the system's out-of-memory killer would kill it."""
+
+    name = "oom-killed"
+
+    def prepare(self, model, device, options):
+        held = np.ones(220 * 2**20, dtype=np.uint8)
+        time.sleep(0.5)
+        os.kill(os.getpid(), signal.SIGKILL)
+        return held
 
 
 class SleepingBackend(Backend):
@@ -116,6 +170,10 @@ def register_backends(register):
         ForkingBackend,
         RaisingBackend,
         NoDeviceBackend,
+        LibraryAbortingBackend,
+        ReshapingBackend,
+        HoggingBackend,
+        OomKilledBackend,
     )
     for backend in backends:
         register(backend())
@@ -222,6 +280,23 @@ def test_a_backend_that_raises_gives_a_failed_cell_naming_the_error(eval_data) -
     assert record["batches"] == []
 
 
+def _line_of(text: str) -> int:
+    """The line of the test backends' module that holds ``text``."""
+    (number,) = [n for n, line in enumerate(TEST_BACKENDS.splitlines(), 1) if text in line]
+    return number
+
+
+@pytest.mark.usefixtures("test_backends")
+def test_an_error_raised_inside_a_library_names_the_plugins_line_first(eval_data) -> None:
+    record = run_cell(spec_for("reshaping", eval_data[0]))
+    assert record["status"] == "failed"
+    first_line = record["error"].splitlines()[0]
+    assert first_line.startswith("ValueError: cannot reshape array")
+    line = _line_of("np.reshape(batch, (7, 7))")
+    assert f"harness_testbackends.py:{line} in predict)" in first_line
+    assert "numpy" not in first_line
+
+
 @pytest.mark.usefixtures("test_backends")
 def test_a_missing_device_gives_an_unavailable_cell_with_the_reason(eval_data) -> None:
     record = run_cell(spec_for("nodevice", eval_data[0]))
@@ -274,6 +349,120 @@ def test_a_crash_and_a_hang_become_rows_while_the_other_cells_finish(
     for record in records:
         assert record["type"] == "cell"
         assert record["worker_seconds"] is not None
+
+
+FAULTHANDLER_LOG = """\
+loading the model
+Fatal Python error: Segmentation fault
+
+Thread 0x00007f0000000001 (most recent call first):
+  File "/usr/lib/python3.11/threading.py", line 324 in wait
+
+Current thread 0x00007f0000000000 (most recent call first):
+  File "/venv/site-packages/numpy/_core/fromnumeric.py", line 57 in _wrapfunc
+  File "/plugins/harness_fancy/backend.py", line 41 in predict
+  File "{harness}/worker.py", line 210 in _measure_predictor
+  File "{harness}/worker.py", line 150 in run_cell
+  File "<frozen runpy>", line 88 in _run_code
+
+Extension modules: numpy._core._multiarray_umath, {many} (total: 177)
+"""
+
+TRACEBACK_LOG = """\
+Traceback (most recent call last):
+  File "<frozen runpy>", line 198, in _run_module_as_main
+  File "{harness}/worker.py", line 150, in run_cell
+    _measure_predictor(predictor, spec, images, labels, reference, record)
+  File "/plugins/harness_fancy/backend.py", line 12, in predict
+    raise KeyboardInterrupt("stop")
+    ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^
+KeyboardInterrupt: stop
+"""
+
+
+@pytest.mark.parametrize(
+    ("log", "root", "expected"),
+    [
+        (
+            FAULTHANDLER_LOG,
+            Path("/plugins/harness_fancy"),
+            "Fatal Python error: Segmentation fault "
+            "(at /plugins/harness_fancy/backend.py:41 in predict)",
+        ),
+        (  # the plugin unknown: the innermost frame outside the harness
+            FAULTHANDLER_LOG,
+            None,
+            "Fatal Python error: Segmentation fault (at "
+            "/venv/site-packages/numpy/_core/fromnumeric.py:57 in _wrapfunc)",
+        ),
+        (
+            TRACEBACK_LOG,
+            Path("/plugins/harness_fancy"),
+            "KeyboardInterrupt: stop (at /plugins/harness_fancy/backend.py:12 in predict)",
+        ),
+        ("worker: runner pid 1 is gone; exiting\n", None, None),
+    ],
+    ids=["faulthandler", "faulthandler-no-plugin", "traceback", "neither"],
+)
+def test_a_dead_workers_log_gives_its_fault_and_the_frame_to_blame(log, root, expected) -> None:
+    from harness.worker import HARNESS_DIR
+
+    text = log.format(harness=HARNESS_DIR, many=", ".join(f"m{i}" for i in range(176)))
+    assert describe_fault(text, root) == expected
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("test_backends")
+def test_a_fatal_signal_in_a_library_leads_the_crash_error_with_the_plugins_line(
+    eval_data, tmp_path: Path
+) -> None:
+    spec = spec_for("aborting-in-library", eval_data[0])
+    record = run_cell_subprocess(spec, timeout_s=30.0, work_dir=tmp_path / "work")
+    assert record["status"] == "crashed"
+    first_line, second_line, *_ = record["error"].splitlines()
+    line = _line_of("with contextlib.ExitStack() as stack")  # where __exit__ is called
+    assert first_line.startswith("worker killed by signal SIGABRT: Fatal Python error: Aborted")
+    assert first_line.endswith(f"harness_testbackends.py:{line} in predict)")
+    assert second_line.startswith("log ") and second_line.endswith(" ends with:")
+    assert "Extension modules" not in record["error"]
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("test_backends")
+def test_a_worker_over_its_memory_limit_is_an_oom_cell_and_the_others_are_kept(
+    eval_data, tmp_path: Path
+) -> None:
+    limit = 300 * 2**20
+    work = tmp_path / "work"
+    records = [
+        run_cell_subprocess(spec_for(backend, eval_data[0]), 60.0, work, limit)
+        for backend in ("pixels", "hogging", "pixels")
+    ]
+    assert [r["status"] for r in records] == ["ok", "oom", "ok"]
+    before, oom, after = records
+    assert len(before["batches"]) == len(after["batches"]) == 2
+    assert before["accuracy"] == after["accuracy"] is not None
+    assert 300 * 2**20 < oom["peak_rss_bytes"] < 600 * 2**20
+    assert oom["error"].startswith("worker killed at its memory limit of 300 MiB: it held ")
+    assert f"it held {oom['peak_rss_bytes'] / 2**20:,.0f} MiB resident" in oom["error"]
+    assert (
+        "raise the limit with worker_memory_limit_mb in the suite or --memory-limit"
+        in (oom["error"])
+    )
+    assert oom["batches"] == [] and oom["worker_seconds"] < 30
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("test_backends")
+def test_a_worker_sigkilled_from_outside_holding_much_memory_blames_memory(
+    eval_data, tmp_path: Path
+) -> None:
+    spec = spec_for("oom-killed", eval_data[0])
+    record = run_cell_subprocess(spec, 60.0, tmp_path / "work", 400 * 2**20)
+    assert record["status"] == "crashed"
+    first_line = record["error"].splitlines()[0]
+    assert first_line.startswith("worker killed by signal SIGKILL from outside, holding up to ")
+    assert "of its limit of 400 MiB): memory is the likely cause" in first_line
 
 
 def test_a_workers_peak_memory_is_its_own_not_its_parents():
@@ -479,3 +668,11 @@ def test_a_worker_whose_runner_died_before_it_started_exits_at_once(tmp_path: Pa
     assert child.returncode == 1
     assert "runner pid 999999999 is gone" in child.stderr
     assert "still here" not in child.stdout
+
+
+def test_an_oom_cell_fails_the_run_as_a_crash_would() -> None:
+    from harness.runner import RunOutcome
+
+    outcome = RunOutcome(Path("run"))
+    outcome.cells.update({"ok": 3, "oom": 1, "unavailable": 2})
+    assert outcome.failed == 1

@@ -1,6 +1,7 @@
 """Run a suite end to end: train or reuse models, measure every cell, write the reports.
 
-Exits 1 when a cell failed, crashed or timed out (unavailable devices are not failures).
+Exits 1 when a cell failed, crashed, timed out or ran out of memory (unavailable devices are
+not failures).
 """
 
 from __future__ import annotations
@@ -69,6 +70,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--test-subset", type=int, help="score only the first N test images")
     parser.add_argument("--timeout", type=float, help="seconds before a worker is killed")
     parser.add_argument(
+        "--memory-limit",
+        type=int,
+        metavar="MB",
+        help="MiB a worker may hold before it is killed (default: half the machine's memory)",
+    )
+    parser.add_argument(
         "--shard",
         metavar="I/N",
         help="run shard I of N: this machine's share of the suite's models (merge the N runs)",
@@ -89,6 +96,7 @@ PLAN_FLAGS = {
     "seed": "--seed",
     "test_subset": "--test-subset",
     "timeout": "--timeout",
+    "memory_limit": "--memory-limit",
     "shard": "--shard",
 }
 """Flags that shape a new run; a resumed run keeps the plan it started with."""
@@ -108,10 +116,12 @@ def run(args: argparse.Namespace) -> int:
     from harness.planner import Shard, plan_cells, shard_plans
     from harness.plugins import get_host
     from harness.report import write_run_reports
-    from harness.runner import Runner, new_run_dir, suite_of_run
+    from harness.runner import Runner, load_datasets, new_run_dir, suite_of_run
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", TENSORFLOW_LOG_LEVEL)  # workers inherit it
     host = get_host()
+    data_dir = resolve_data_dir(args.data_dir)
+    datasets = {}
     if args.resume:
         given = [flag for name, flag in PLAN_FLAGS.items() if getattr(args, name) is not None]
         if given:
@@ -131,23 +141,29 @@ def run(args: argparse.Namespace) -> int:
             seed=args.seed,
             test_subset=args.test_subset,
             worker_timeout_s=args.timeout,
+            worker_memory_limit_mb=args.memory_limit,
         )
         plans = plan_cells(suite, host.registry())  # a bad plan fails before a run folder exists
         if shard is not None:
-            shard_plans(plans, shard.index, shard.count)
+            plans = shard_plans(plans, shard.index, shard.count)
+        if not suite.synthetic_data:  # and so does bad data
+            needed = dict.fromkeys(plan.key.dataset for plan in plans)
+            datasets = load_datasets(host.registry(), needed, data_dir, not args.no_progress)
+        environment, gemm_peak = capture_environment(), measure_gemm_peak().to_dict()
         run_dir = new_run_dir(Path(args.out or DEFAULT_OUT), suite, shard)
     runner = Runner(
         suite,
         host.registry(),
-        resolve_data_dir(args.data_dir),
+        data_dir,
         run_dir,
         model_cache_dir(),
         progress=not args.no_progress,
         measure_peak=lambda: measure_gemm_peak().to_dict(),
         shard=shard,
+        datasets=datasets,
     )
-    if not args.resume:
-        runner.start_journal(capture_environment(), measure_gemm_peak().to_dict(), host.record())
+    if not args.resume:  # at once: a run folder without its run record cannot be resumed
+        runner.start_journal(environment, gemm_peak, host.record())
     print(f"run folder: {run_dir}", file=sys.stderr)
     try:
         outcome = runner.run()
