@@ -60,3 +60,27 @@ def make_distribution(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callab
         return site
 
     return make
+
+
+@pytest.fixture(scope="session")
+def book_cnn_mnist(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The book's CNN (pool) trained 30 steps on learnable synthetic MNIST, with Keras's logits
+    on 64 test images (a ``harness.testing.Reference``): the real layer shapes, and logits far
+    enough apart for int8 to keep most predictions. Tests that convert copy ``trained`` to an
+    ``artifact_dir`` of their own."""
+    from harness import testing
+    from harness.api import write_mnist
+    from harness.plugins import get_registry
+
+    root = tmp_path_factory.mktemp("book_cnn_mnist")
+    write_mnist(root / "data", train=300, test=64, seed=0)
+    registry = get_registry()
+    mnist = registry.dataset("mnist")
+    return testing.train_reference(
+        root / "model",
+        spec=registry.model("book_cnn"),
+        variant="pool",
+        data=mnist.load_checked(root / "data", "train"),
+        steps=30,
+        eval_images=mnist.load_checked(root / "data", "test").images,
+    )
