@@ -250,6 +250,15 @@ class TrainedModel:
     """This model's cache folder: backends keep their conversions here (e.g. ``model.onnx``)."""
     cache_key: str
 
+    def artifact(self, backend: str, options: Mapping[str, Any] | None = None) -> Path:
+        """The file ``backend`` converts this model to (``"onnxruntime"``: the ONNX export),
+        made once and cached in :attr:`artifact_dir`, so that one backend builds on another's
+        conversion (an int8 backend quantizes the ONNX export) without knowing its file name.
+        ``options`` are that backend's, as in a suite's ``[backend_options]``."""
+        from harness.plugins import get_host
+
+        return get_host().registry().backend(backend).artifact(self, options or {})
+
 
 class Predictor(ABC):
     """A model prepared by a backend on one device, ready to time."""
@@ -377,6 +386,14 @@ class Backend(ABC):
         If it raises, the runner warns and the worker's ``prepare`` tries again, so the failure
         is recorded in the cell.
         """
+
+    def artifact(self, model: TrainedModel, options: Mapping[str, Any]) -> Path:
+        """The file :meth:`convert` makes of ``model``, made now unless cached, for other
+        backends to build on (they ask through :meth:`TrainedModel.artifact`). Default: this
+        backend shares none."""
+        raise HarnessError(
+            f"backend {self.name!r} shares no conversion of its models: it has no artifact()"
+        )
 
     @abstractmethod
     def prepare(self, model: TrainedModel, device: str, options: Mapping[str, Any]) -> Predictor:

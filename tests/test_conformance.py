@@ -50,7 +50,7 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> testing.Reference:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["keras", "onnxruntime"])
+@pytest.mark.parametrize("name", ["keras", "onnxruntime", "onnxruntime_int8"])
 def test_first_party_backend_agrees_with_keras(name: str, reference: testing.Reference) -> None:
     backend = first_party("backends", name)
     testing.check_backend(backend, reference.trained, reference.images, reference.reference_logits)

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import psutil
 
-from harness.api import Backend, Option, Predictor, TrainedModel
-from harness.errors import DeviceUnavailable
+from harness.api import Backend, DeviceUnavailable, Option, Predictor, TrainedModel
 from harness_onnxruntime.export import DEFAULT_OPSET, OnnxExport, export_onnx
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
@@ -84,6 +84,10 @@ class OnnxRuntimeBackend(Backend):
         """Export in the runner, so that workers open the cached ONNX file without TensorFlow."""
         export_onnx(model, self.check_options(options)["opset"])
 
+    def artifact(self, model: TrainedModel, options: Mapping[str, Any]) -> Path:
+        """The ONNX export (at the options' ``opset``), for backends that build on it."""
+        return export_onnx(model, self.check_options(options)["opset"]).path
+
     def prepare(
         self, model: TrainedModel, device: str, options: Mapping[str, Any]
     ) -> OnnxRuntimePredictor:
@@ -97,11 +101,12 @@ class OnnxRuntimeBackend(Backend):
         if device == "cuda" and PROVIDERS["cuda"] not in ort.get_available_providers():
             raise DeviceUnavailable(_no_cuda_reason(ort, ort.get_available_providers()))
         export = export_onnx(model, settings["opset"])
-        session = open_session(export, device, settings)
-        return OnnxRuntimePredictor(session, describe_session(session, export, device, settings))
+        session = open_session(export.path, device, settings)
+        details = describe_session(session, device, settings) | describe_export(export)
+        return OnnxRuntimePredictor(session, details)
 
 
-def open_session(export: OnnxExport, device: str, settings: Mapping[str, Any]) -> Any:
+def open_session(path: Path, device: str, settings: Mapping[str, Any]) -> Any:
     """An InferenceSession on ``device``; DeviceUnavailable if it fell back to another one."""
     import onnxruntime as ort
 
@@ -113,7 +118,7 @@ def open_session(export: OnnxExport, device: str, settings: Mapping[str, Any]) -
         ort.ExecutionMode, EXECUTION_MODES[settings["execution_mode"]]
     )
     requested = [PROVIDERS[device]]
-    session = ort.InferenceSession(str(export.path), session_options, providers=requested)
+    session = ort.InferenceSession(str(path), session_options, providers=requested)
     in_use = session.get_providers()
     if not in_use or in_use[0] != PROVIDERS[device]:
         raise DeviceUnavailable(
@@ -124,10 +129,8 @@ def open_session(export: OnnxExport, device: str, settings: Mapping[str, Any]) -
     return session
 
 
-def describe_session(
-    session: Any, export: OnnxExport, device: str, settings: Mapping[str, Any]
-) -> dict[str, Any]:
-    """What ran: providers in use, threads, graph optimisation and the export it ran."""
+def describe_session(session: Any, device: str, settings: Mapping[str, Any]) -> dict[str, Any]:
+    """What ran: providers in use, threads, graph optimisation, the runtime's version."""
     import onnxruntime as ort
 
     return {
@@ -142,11 +145,17 @@ def describe_session(
         "intra_op_threads": settings["intra_op_threads"],
         "inter_op_threads": settings["inter_op_threads"],
         "execution_mode": settings["execution_mode"],
+        "onnxruntime": ort.__version__,
+    }
+
+
+def describe_export(export: OnnxExport) -> dict[str, Any]:
+    """The export a session ran: its opset, size and how it was made."""
+    return {
         "opset": export.opset,
         "export_seconds": export.export_seconds,
         "export_cached": export.cached,
         "onnx_bytes": export.onnx_bytes,
-        "onnxruntime": ort.__version__,
         "tf2onnx": export.tf2onnx_version,
     }
 
