@@ -338,6 +338,17 @@ def test_a_cell_that_no_longer_meets_its_bound_at_any_rate_fails(tmp_path, capsy
     assert "improvement" in next(line for line in out.splitlines() if "serving_max_qps" in line)
 
 
+def test_no_rate_within_the_bound_is_not_judged_when_the_load_generator_was_late(tmp_path, capsys):
+    base = served_run(tmp_path / "base", serving_entry(800.0), seed=1)
+    late = serving_entry(None, schedule_error_p99_ms=2.0)  # 20% of the 10 ms bound
+    new = served_run(tmp_path / "new", late, seed=2)
+    code, out, _ = compare(capsys, base, new)
+    assert code == 0
+    qps = next(line for line in serving_lines(out) if "serving_max_qps" in line)
+    assert "its load generator was late, p99 2 ms: not judged" in qps
+    assert "REGRESSION" not in out
+
+
 def test_serving_under_another_bound_is_not_compared(tmp_path, capsys):
     base = served_run(tmp_path / "base", serving_entry(800.0, bound_ms=10.0), seed=1)
     new = served_run(tmp_path / "new", serving_entry(None, bound_ms=20.0), seed=2)

@@ -93,7 +93,8 @@ SERVING_NOTE = (
     "rates, one pass over the Offline configurations), so their noise is not measured and no "
     "change is called significant or not. Only a cell whose Server search found a rate "
     "within its p99 bound in BASE and none in NEW, not even the lowest rate tried, is a "
-    "regression."
+    "regression, when NEW's load generator kept time (scheduling error p99 within 5% of the "
+    "bound); a late one means the machine, not the cell, was too slow."
 )
 
 

@@ -172,6 +172,7 @@ def serving_entry(
     capped: bool = False,
     images_per_s: float = 5123.4,
     bound_ms: float = 10.0,
+    schedule_error_p99_ms: float = 0.4,
 ) -> dict[str, Any]:
     """A cell record's ``serving`` entry as the worker writes it: a Server search over three
     rates and an Offline best of two configurations. ``max_qps`` None: no rate was within the
@@ -191,7 +192,7 @@ def serving_entry(
         p99_ms=9.0 if max_qps else None,
         capped=capped,
         first_beyond_qps=None if capped else 1600.0,
-        schedule_error_p99_ms=0.4,
+        schedule_error_p99_ms=schedule_error_p99_ms,
         curve=curve,
     )
     offline = OfflineResult(images_per_s, 32, 2, ((1, 1, 900.0), (32, 2, images_per_s)))
