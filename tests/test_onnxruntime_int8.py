@@ -5,6 +5,7 @@ once per model, run and judged by its own parity tolerance; and sharing a conver
 from __future__ import annotations
 
 import dataclasses
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -74,6 +75,13 @@ def test_the_int8_model_is_made_once_and_reused(trained) -> None:
     per_channel = backend.prepare(trained, "cpu", {"per_channel": True})
     assert per_channel.describe()["quantize_cached"] is False  # other settings: quantized anew
     per_channel.close()
+
+
+def test_quantizing_the_export_logs_no_advice_to_pre_process_it(trained, caplog) -> None:
+    with caplog.at_level(logging.WARNING):
+        int8_backend().convert(trained, {})
+    assert (trained.artifact_dir / "model.int8.onnx").is_file()
+    assert not [record for record in caplog.records if "pre-processing" in record.getMessage()]
 
 
 def test_int8_options_are_validated_like_the_other_backends() -> None:
