@@ -146,7 +146,8 @@ class Runner:
             plans = shard_plans(plans, self.shard.index, self.shard.count)
         outcome = RunOutcome(self.run_dir)
         done_models, done_cells = self._journal_state(outcome)
-        measured: list[CellSpec] = []  # measured ok by this invocation: trials time them again
+        untimed = self._ok_cells_without_trials() if self.suite.latency.trial_rounds else set()
+        measured: list[CellSpec] = []  # ok cells whose rows the trial phase times again
         if self.suite.synthetic_data:
             self._write_synthetic_data()
         by_dataset: dict[str, list[ModelPlan]] = defaultdict(list)
@@ -156,7 +157,8 @@ class Runner:
             pending = [
                 p
                 for p in dataset_plans
-                if p.key not in done_models or any(c not in done_cells for c in p.cells)
+                if p.key not in done_models
+                or any(c not in done_cells or c in untimed for c in p.cells)
             ]
             if not pending:
                 continue
@@ -172,6 +174,9 @@ class Runner:
                     outcome.cells[record["status"]] += 1
                     if record["status"] == "ok":
                         measured.append(self.cell_spec(cell, trained, eval_path))
+                measured += [
+                    self.cell_spec(c, trained, eval_path) for c in plan.cells if c in untimed
+                ]
                 if not self.suite.latency.trial_rounds:
                     eval_path.unlink()  # tens of MB per model, made anew on resume
         if measured and self.suite.latency.trial_rounds:
@@ -288,6 +293,22 @@ class Runner:
                 cells.add(CellKey(ModelKey(dataset, model, variant), backend, device))
                 outcome.cells[record["status"]] += 1
         return models, cells
+
+    def _ok_cells_without_trials(self) -> set[CellKey]:
+        """Cells measured ok by an earlier invocation that was stopped before its trial phase
+        journaled their rows: this one times them with its own cells, so a resumed run has the
+        trials an uninterrupted one has."""
+        ok: set[CellKey] = set()
+        timed: set[CellKey] = set()
+        for record in self.journal.records():
+            if record["type"] in ("cell", "trials"):
+                dataset, model, variant, backend, device = _identity(record)
+                cell = CellKey(ModelKey(dataset, model, variant), backend, device)
+                if record["type"] == "trials":
+                    timed.add(cell)
+                elif record["status"] == "ok":
+                    ok.add(cell)
+        return ok - timed
 
     def _write_synthetic_data(self) -> None:
         self.data_dir = self.run_dir / "synthetic-data"

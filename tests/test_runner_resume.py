@@ -1,0 +1,88 @@
+"""A resumed run has what an uninterrupted one has: its trial phase times every ok cell whose
+rows have no trials yet, those an earlier invocation measured before it was stopped too."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness.api import TrainedModel
+from harness.journal import Journal
+from harness.planner import CellKey
+from harness.plugins import get_registry
+from harness.report.synthetic import cell_record, model_record, run_record
+from harness.runner import Runner
+from harness.suite import load_suite, override
+from harness.trials import journal_record, row_key
+
+
+class FakeRunner(Runner):
+    """The real runner's plan, journal and resume bookkeeping; no data, training or workers.
+    It is stopped (as by Ctrl-C) when it starts measuring cell number ``stop_at``; its trial
+    phase journals one trials record per row of the cells it is given."""
+
+    def __init__(self, *args: Any, stop_at: int | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.stop_at = stop_at
+        self.started = 0
+        self.timed: list[str] = []
+
+    def _load(self, dataset_name):
+        return None, None
+
+    def _prepare_model(self, key, train, test, journaled, backends):
+        if not journaled:
+            self.journal.append(model_record(key.dataset, key.variant, key.model))
+        eval_path = self.run_dir / "work" / f"{key.slug()}.npz"
+        eval_path.parent.mkdir(parents=True, exist_ok=True)
+        eval_path.touch()
+        trained = TrainedModel(key.dataset, key.model, key.variant, eval_path, eval_path, "k")
+        return trained, eval_path
+
+    def _measure(self, cell: CellKey, trained, eval_path) -> dict[str, Any]:
+        self.started += 1
+        if self.started == self.stop_at:
+            raise KeyboardInterrupt
+        key = cell.model_key
+        return cell_record(key.dataset, key.variant, cell.backend, cell.device, key.model)
+
+    def _trial_phase(self, cells) -> None:
+        for spec in cells:
+            self.timed.append(spec.backend)
+            for batch_size in spec.batch_sizes:
+                self.journal.append(journal_record(row_key(spec, batch_size), []))
+
+
+def test_a_resumed_run_times_the_cells_measured_before_it_was_stopped(tmp_path: Path) -> None:
+    quick = load_suite("quick")
+    suite = override(
+        quick, datasets=("mnist",), variants=("pool",), backends=("keras", "onnxruntime")
+    )
+    suite = replace(suite, latency=replace(suite.latency, trial_rounds=2))
+
+    def runner(**kwargs: Any) -> FakeRunner:
+        return FakeRunner(
+            suite, get_registry(), tmp_path, tmp_path, tmp_path, log=lambda line: None, **kwargs
+        )
+
+    first = runner(stop_at=2)
+    first.start_journal(run_record()["environment"], run_record()["gemm_peak"], {})
+    with pytest.raises(KeyboardInterrupt):
+        first.run()
+    assert first.timed == []
+
+    resumed = runner()
+    resumed.run()
+
+    assert sorted(resumed.timed) == ["keras", "onnxruntime"]
+    records = Journal(tmp_path / "journal.jsonl").records()
+    rows = sorted((r["backend"], r["batch_size"]) for r in records if r["type"] == "trials")
+    assert rows == [("keras", 1), ("keras", 32), ("onnxruntime", 1), ("onnxruntime", 32)]
+    assert [r["backend"] for r in records if r["type"] == "cell"] == ["keras", "onnxruntime"]
+
+    again = runner()  # a finished run resumed: nothing measured or timed twice
+    again.run()
+    assert again.timed == [] and again.started == 0
