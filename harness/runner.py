@@ -349,7 +349,7 @@ class Runner:
 
         dataset = self.registry.dataset(key.dataset)
         spec = self.registry.model(key.model)
-        steps = self.suite.training.steps_for(key.dataset, key.variant)
+        steps = self.suite.training.steps_for(key.dataset, key.variant, model=key.model)
         t0 = time.perf_counter()
         cached = TrainedModelCache(self.cache_root).get_or_train(
             spec,

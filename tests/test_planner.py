@@ -51,6 +51,21 @@ def test_unknown_variant_is_an_error_naming_the_models_variants():
         plan_cells(suite, get_registry())
 
 
+def test_a_misspelt_training_steps_key_is_an_error_before_anything_trains(tmp_path):
+    path = tmp_path / "steps.toml"
+    path.write_text('name = "steps"\n[training.steps]\n"book_cnn.nopol" = 5\n')
+    with pytest.raises(SuiteError, match=r"steps.toml: training.steps key 'book_cnn.nopol'"):
+        plan_cells(load_suite(str(path)), get_registry())
+
+
+def test_a_training_steps_key_per_model_and_variant_is_planned(tmp_path):
+    path = tmp_path / "steps.toml"
+    path.write_text('name = "steps"\n[training.steps]\n"book_cnn.nopool" = 5\n')
+    suite = load_suite(str(path))
+    assert plan_cells(suite, get_registry())
+    assert suite.training.steps_for("mnist", "nopool", model="book_cnn") == 5
+
+
 def test_unknown_backend_is_an_error_listing_the_known_ones():
     suite = override(load_suite("quick"), backends=("tensorrt",))
     with pytest.raises(RegistryError, match="unknown backend 'tensorrt'; known: keras, onnx"):
