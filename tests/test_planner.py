@@ -15,7 +15,7 @@ from harness.plugins import get_registry
 from harness.suite import load_suite, override
 
 
-def test_quick_suite_plans_four_models_each_on_both_cpu_backends():
+def test_quick_suite_plans_four_models_each_on_the_three_cpu_backends():
     plans = plan_cells(load_suite("quick"), get_registry())
     assert [p.key.slug() for p in plans] == [
         "mnist-book_cnn-pool",
@@ -27,6 +27,7 @@ def test_quick_suite_plans_four_models_each_on_both_cpu_backends():
         assert [(c.backend, c.device) for c in plan.cells] == [
             ("keras", "cpu"),
             ("onnxruntime", "cpu"),
+            ("onnxruntime_int8", "cpu"),
         ]
 
 

@@ -53,16 +53,17 @@ class Int8Model:
 class OnnxRuntimeInt8Backend(OnnxRuntimeBackend):
     """The ``onnxruntime`` backend's sessions and options on the int8 model, on the CPU.
 
-    Parity measured against the fp32 export's logits on the whole MNIST test set, for the quick
-    suite's models (seed 0; uint8 or int8 weights, per tensor or per channel): top-1 agreement
-    99.92-100.00%, largest logit difference 0.039-0.047, accuracy within 0.03 points of fp32.
-    The tolerance leaves room for less confident models (CIFAR-10 at the quick budgets).
+    Its parity, measured for the quick suite's models (seed 0, default options) on the whole
+    test sets: top-1 agreement 99.99% (MNIST pool) and 99.96% (MNIST nopool) against the fp32
+    export, 99.29% (CIFAR-10 pool) and 99.09% (CIFAR-10 nopool) against Keras; largest logit
+    difference 0.039-0.070; accuracy within 0.05 points of fp32. The tolerance leaves a point
+    of agreement and 7x the difference as margin: a less confident model flips more classes.
     """
 
     name = "onnxruntime_int8"
     description = "ONNX Runtime on the export with dynamic int8 quantization (Conv and MatMul)"
     devices = ("cpu",)
-    parity = ParityTolerance(min_top1_agreement=0.98, max_abs_logit_diff=1.0)
+    parity = ParityTolerance(min_top1_agreement=0.98, max_abs_logit_diff=0.5)
     options = {
         **OnnxRuntimeBackend.options,
         "weight_type": Option(
