@@ -209,8 +209,9 @@ def test_above_saturation_the_search_stops_where_p99_crosses_the_bound() -> None
     crossing = max(r for r in grid if simulated_p99_ms(r) <= bound_ms)
     assert result.max_qps <= crossing * 1.05
     assert result.max_qps < result.first_beyond_qps
-    # The load generator's own error at the highest rate tried: under 5% of the bound.
-    assert result.schedule_error_p99_ms < 0.05 * bound_ms
+    # The load generator's lateness is reported; its target (under 5% of the bound) is a speed
+    # target, checked by benchmarks/test_serving_schedule.py, not here.
+    assert math.isfinite(result.schedule_error_p99_ms) and result.schedule_error_p99_ms >= 0
     assert math.isfinite(result.capacity_qps)
 
 
