@@ -37,7 +37,7 @@ SUMMARY_COLUMNS: tuple[Column, ...] = (
     Column("backend", "string", "inference backend, e.g. keras or onnxruntime"),
     Column("device", "string", "device the backend ran on, e.g. cpu or gpu"),
     Column("batch_size", "Int64", "images per inference call"),
-    Column("status", "string", "ok, failed, timeout, crashed or unavailable"),
+    Column("status", "string", "ok, failed, timeout, oom, crashed or unavailable"),
     Column("error", "string", "why the cell is not ok; empty when ok"),
     Column("params_total", "Int64", "all parameters of the model"),
     Column("params_trainable", "Int64", "trainable parameters"),
@@ -46,7 +46,7 @@ SUMMARY_COLUMNS: tuple[Column, ...] = (
     Column("macs_per_image", "Int64", "multiply-accumulates for one image"),
     Column("weight_bytes", "Int64", "bytes of the weights in memory"),
     Column("keras_bytes", "Int64", "size of the saved .keras file"),
-    Column("onnx_bytes", "Int64", "size of the exported .onnx file (ONNX backends only)"),
+    Column("onnx_bytes", "Int64", "size of the .onnx file the backend ran (ONNX backends only)"),
     Column("train_steps", "Int64", "training steps taken"),
     Column(
         "train_seconds",
