@@ -121,6 +121,17 @@ def test_report_flags_a_parity_failure_and_says_what_it_means():
     assert "FAILED:" not in markdown_of(journal_records(datasets=("mnist",)))
 
 
+def test_parity_table_gives_the_size_of_the_file_each_backend_ran():
+    keras = cell_record(backend="keras")
+    onnx = cell_record(backend="onnxruntime")
+    onnx["describe"] = {**onnx["describe"], "onnx_bytes": 3_300_000}
+    markdown = markdown_of([run_record(), model_record(), keras, onnx])
+    parity = markdown.split("Accuracy and parity with the Keras reference:")[1]
+    files = {row[2]: row[8] for row in table_rows(parity, "model", "variant")}
+    keras_mb = f"{model_record()['keras_bytes'] / 1e6:,.1f} MB"
+    assert files == {"keras": keras_mb, "onnxruntime": "3.3 MB"}
+
+
 def test_report_lists_cells_that_did_not_measure_with_the_first_line_of_the_error():
     records = [
         run_record(),

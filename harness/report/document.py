@@ -283,11 +283,12 @@ UNSTABLE_NOTE = (
 
 
 def _parity_table(measured: pd.DataFrame, many_runs: bool) -> tuple[Table, bool]:
-    """One row per cell: accuracy, agreement with the Keras reference, the memory it held.
+    """One row per cell: accuracy, agreement with the Keras reference, the size of the file it
+    ran (what int8 buys beside fp32), the memory it held.
 
     Also returns whether any cell failed parity."""
     headers = ("model", "variant", "backend", "device", "accuracy", "top-1 agreement")
-    headers += ("max |diff|", "parity", "worker memory")
+    headers += ("max |diff|", "parity", "file", "worker memory")
     on_gpu = measured["peak_gpu_memory_bytes"].notna().any()
     headers += ("GPU memory",) if on_gpu else ()
     headers += ("run",) if many_runs else ()
@@ -300,7 +301,8 @@ def _parity_table(measured: pd.DataFrame, many_runs: bool) -> tuple[Table, bool]
         parity = "-" if _missing(first.parity_ok) else ("FAILED" if failed else "ok")
         values = (*key[:4], fmt_percent(first.test_accuracy))
         values += (fmt_percent(first.parity_top1_agreement), fmt_float(first.parity_max_abs_diff))
-        values += (parity, fmt_gib(first.peak_rss_bytes))
+        ran = first.onnx_bytes if not _missing(first.onnx_bytes) else first.keras_bytes
+        values += (parity, fmt_bytes(ran), fmt_gib(first.peak_rss_bytes))
         values += (fmt_gib(first.peak_gpu_memory_bytes),) if on_gpu else ()
         body.append(values + ((key[4],) if many_runs else ()))
     return Table(headers, tuple(body)), any_failed
