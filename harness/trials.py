@@ -50,10 +50,10 @@ class TrialConfig:
     warmup_seconds: float = 0.07
     """Calls before a trial's timing starts: the worker sat idle while the others ran, and the
     process that ran just before may still be busy on the cores (ONNX Runtime's threads spin
-    for a while after a call). Measured on MNIST pool, A/A, same cost per row (README): 0.03 s of settling left ONNX
-    Runtime's batch-8 ratios spread to a 26% noise floor; 0.07 s settles it (4-6%), and the
-    shorter visit keeps BASE and NEW closer in time than 0.15 s did, which narrowed the
-    calibrated backend's floor from 8-13% to about 3%."""
+    for a while after a call). Measured on MNIST pool, A/A, at the same cost per row
+    (docs/reports.md): with 0.03 s of settling ONNX Runtime's batch-8 noise floor was 18%;
+    0.07 s settles it (4-6%), and the shorter visit keeps BASE and NEW closer in time than
+    0.15 s did, which narrowed the calibrated backend's floor from 4-13% to about 3%."""
     min_iterations: int = 5
     """Calls per trial at least, however long a call takes."""
     slices: int = 1
