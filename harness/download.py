@@ -16,6 +16,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from dataclasses import replace
 from http.client import HTTPException
 from pathlib import Path
@@ -120,10 +121,16 @@ def _give_up(remote: RemoteFile, data_dir: Path, failures: dict[str, str]) -> No
     )
 
 
-def with_mirrors(remote: RemoteFile, dataset_name: str) -> RemoteFile:
-    """``remote`` with the mirrors the environment names tried first (:data:`MIRROR_VARIABLE`)."""
+def with_mirrors(
+    remote: RemoteFile, dataset_name: str, suite_mirrors: Mapping[str, str] | None = None
+) -> RemoteFile:
+    """``remote`` with mirrors tried first: the environment's (:data:`MIRROR_VARIABLE`, for
+    this dataset, then for all), then the suite's (``mirrors``: this dataset's, then
+    ``default``), then the dataset's own locations."""
+    suite_mirrors = suite_mirrors or {}
     variables = (f"{MIRROR_VARIABLE}_{dataset_name.upper()}", MIRROR_VARIABLE)
     bases = [os.environ[v].strip() for v in variables if os.environ.get(v, "").strip()]
+    bases += [suite_mirrors[k] for k in (dataset_name, "default") if k in suite_mirrors]
     mirrors = tuple(f"{base.rstrip('/')}/{remote.filename}" for base in bases)
     return replace(remote, urls=tuple(dict.fromkeys((*mirrors, *remote.urls))))
 
@@ -137,18 +144,19 @@ def fetch_missing(
     backoff_s: float = 1.0,
     deadline_s: float = DEADLINE_S,
     progress: bool = True,
+    mirrors: Mapping[str, str] | None = None,
 ) -> list[Path]:
     """Download every file ``dataset`` lacks in ``data_dir``; return the paths downloaded.
 
-    The environment's mirrors come first (:func:`with_mirrors`). When no location can be
-    reached, raises :class:`OfflineError` naming the folder, the files expected there and how to
-    put them there. The options are :func:`download`'s.
+    The environment's mirrors come first, then the suite's ``mirrors`` (:func:`with_mirrors`).
+    When no location can be reached, raises :class:`OfflineError` naming the folder, the files
+    expected there and how to put them there. The other options are :func:`download`'s.
     """
     fetched = []
     for remote in dataset.missing_files(data_dir):
         try:
             path = download(
-                with_mirrors(remote, dataset.name),
+                with_mirrors(remote, dataset.name, mirrors),
                 data_dir,
                 timeout_s=timeout_s,
                 retries=retries,

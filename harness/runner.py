@@ -75,16 +75,18 @@ def load_datasets(
     data_dir: Path,
     progress: bool = True,
     log: Callable[[str], None] = lambda line: print(line, file=sys.stderr),
+    mirrors: dict[str, str] | None = None,
 ) -> dict[str, tuple[LabelledImages, LabelledImages]]:
-    """Fetch what is missing and load both splits of each dataset, checked: ``harness run``
-    does it before it makes the run folder, so a data error (exit 2) leaves no run folder
-    behind, and hands the result to :class:`Runner`, so nothing is read twice."""
+    """Fetch what is missing (from the suite's ``mirrors`` too) and load both splits of each
+    dataset, checked: ``harness run`` does it before it makes the run folder, so a data error
+    (exit 2) leaves no run folder behind, and hands the result to :class:`Runner`, so nothing
+    is read twice."""
     from harness.download import fetch_missing
 
     loaded = {}
     for name in names:
         dataset = registry.dataset(name)
-        fetch_missing(dataset, data_dir, progress=progress)
+        fetch_missing(dataset, data_dir, progress=progress, mirrors=mirrors)
         log(f"loading {name} from {data_dir}")
         train = dataset.load_checked(data_dir, "train")
         loaded[name] = (train, dataset.load_checked(data_dir, "test"))
@@ -325,7 +327,12 @@ class Runner:
         if dataset_name in self._loaded:  # let go of it once used
             return self._loaded.pop(dataset_name)
         loaded = load_datasets(
-            self.registry, [dataset_name], self.data_dir, self.progress, self.log
+            self.registry,
+            [dataset_name],
+            self.data_dir,
+            self.progress,
+            self.log,
+            mirrors=self.suite.mirrors,
         )
         return loaded[dataset_name]
 

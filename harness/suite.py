@@ -143,6 +143,9 @@ class Suite:
     serving: ServingConfig = field(default_factory=ServingConfig)
     backend_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Per-backend settings, e.g. ``{"onnxruntime": {"intra_op_threads": 2}}``."""
+    mirrors: dict[str, str] = field(default_factory=dict)
+    """Base URLs tried before a dataset's own locations when its files are missing: by dataset
+    name, or ``default`` for every dataset (after ``$HARNESS_MIRROR``, which wins)."""
     source: str = "<defaults>"
 
     def to_dict(self) -> dict[str, Any]:
@@ -225,6 +228,7 @@ _TOP_TYPES: dict[str, tuple[type, ...]] = {
     "latency": (dict,),
     "serving": (dict,),
     "backend_options": (dict,),
+    "mirrors": (dict,),
 }
 
 
@@ -422,6 +426,8 @@ def parse_suite(data: dict[str, Any], source: str) -> Suite:
         elif key == "backend_options":
             for backend, options in value.items():
                 _check_type(source, f"backend_options.{backend}", options, (dict,))
+        elif key == "mirrors":
+            _check_mirrors(source, value)
         elif key == "name":
             _check_name(source, value)
         elif isinstance(value, int | float) and not isinstance(value, bool):
@@ -430,6 +436,16 @@ def parse_suite(data: dict[str, Any], source: str) -> Suite:
     if "name" not in values:
         raise SuiteError(f"{source}: key 'name' is required")
     return Suite(**values)
+
+
+def _check_mirrors(source: str, mirrors: dict[str, Any]) -> None:
+    """Each mirror is an http(s) or file URL: a typo fails here, not as a download error."""
+    for key, url in mirrors.items():
+        if not isinstance(url, str) or not url.startswith(("https://", "http://", "file://")):
+            raise SuiteError(
+                f"{source}: mirrors.{key} must be a URL starting with https://, http:// or "
+                f"file://, got {url!r}"
+            )
 
 
 def load_suite(name_or_path: str) -> Suite:

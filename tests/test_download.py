@@ -279,3 +279,38 @@ def test_sigterm_during_a_fetch_leaves_nothing_in_the_data_folder(server, tmp_pa
         fetch.kill()
     assert fetch.returncode == 128 + signal.SIGTERM, stderr
     assert list(data_dir.iterdir()) == []
+
+
+def test_the_suites_mirrors_come_after_the_environments_this_datasets_first(monkeypatch):
+    monkeypatch.setenv("HARNESS_MIRROR", "http://127.0.0.1:9/env")
+    monkeypatch.delenv("HARNESS_MIRROR_MNIST", raising=False)
+    remote = RemoteFile("a.gz", ("http://127.0.0.1:9/origin/a.gz",), "md5:0", 3)
+    suite = {"default": "http://127.0.0.1:9/suite-all", "mnist": "http://127.0.0.1:9/suite-mnist/"}
+
+    assert with_mirrors(remote, "mnist", suite).urls == (
+        "http://127.0.0.1:9/env/a.gz",
+        "http://127.0.0.1:9/suite-mnist/a.gz",
+        "http://127.0.0.1:9/suite-all/a.gz",
+        "http://127.0.0.1:9/origin/a.gz",
+    )
+    assert "http://127.0.0.1:9/suite-mnist/a.gz" not in with_mirrors(remote, "cifar10", suite).urls
+
+
+def test_fetch_tries_the_suites_mirror_before_the_datasets_own_location(
+    server, refused_url, tmp_path
+):
+    source, data_dir = tmp_path / "source", tmp_path / "data"
+    files = {path.name: path.read_bytes() for path in write_mnist(source, train=10, test=10)}
+    for name, payload in files.items():
+        server.routes[f"/suite-mirror/{name}"] = payload
+    dataset = MnistDataset()
+    dataset.remote_files = lambda: [
+        RemoteFile(name, (f"{refused_url}/{name}",), md5(payload)) for name, payload in files.items()
+    ]
+
+    fetched = fetch_missing(
+        dataset, data_dir, mirrors={"mnist": f"{server.url}/suite-mirror"}, **FAST
+    )
+
+    assert sorted(path.name for path in fetched) == sorted(files)
+    assert all(request.startswith("/suite-mirror/") for request in server.requests)

@@ -118,6 +118,11 @@ def write(tmp_path: Path, text: str) -> str:
         ('name = "bell\\u0007"\n', "name 'bell\\x07' cannot name a run folder"),
         ('name = ""\n', "name '' cannot name a run folder"),
         ('name = "x"\n[training\n', "not valid TOML"),
+        (
+            'name = "x"\n[mirrors]\nmnist = "mirror.example/mnist"\n',
+            "mirrors.mnist must be a URL starting with https://, http:// or file://",
+        ),
+        ('name = "x"\n[mirrors]\ndefault = 3\n', "mirrors.default must be a URL"),
     ],
 )
 def test_malformed_suite_names_the_file_the_key_and_what_is_allowed(tmp_path, text, expected):

@@ -148,7 +148,9 @@ def run(args: argparse.Namespace) -> int:
             plans = shard_plans(plans, shard.index, shard.count)
         if not suite.synthetic_data:  # and so does bad data
             needed = dict.fromkeys(plan.key.dataset for plan in plans)
-            datasets = load_datasets(host.registry(), needed, data_dir, not args.no_progress)
+            datasets = load_datasets(
+                host.registry(), needed, data_dir, not args.no_progress, mirrors=suite.mirrors
+            )
         environment, gemm_peak = capture_environment(), measure_gemm_peak().to_dict()
         run_dir = new_run_dir(Path(args.out or DEFAULT_OUT), suite, shard)
     runner = Runner(
