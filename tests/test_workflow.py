@@ -7,6 +7,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -46,6 +47,26 @@ def test_actionlint_fails_a_broken_copy_of_the_workflow(tmp_path):
     result = actionlint(broken)
     assert result.returncode != 0
     assert 'property "shards" is not defined' in result.stdout
+
+
+def schema_check(path: Path) -> subprocess.CompletedProcess[str]:
+    """The GitHub workflow schema that check-jsonschema vendors: no network needed."""
+    command = [sys.executable, "-m", "check_jsonschema"]
+    command += ["--builtin-schema", "vendor.github-workflows", str(path)]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120)
+
+
+def test_the_workflow_matches_the_github_workflow_schema():
+    result = schema_check(WORKFLOW)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_schema_check_fails_a_broken_copy_of_the_workflow(tmp_path):
+    broken = tmp_path / "benchmark.yml"
+    broken.write_text(WORKFLOW.read_text().replace("runs-on:", "runs_on:", 1))
+    result = schema_check(broken)
+    assert result.returncode != 0
+    assert "'runs-on' is a required property" in result.stdout
 
 
 def workflow_env(text: str) -> dict[str, str]:
