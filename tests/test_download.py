@@ -305,7 +305,8 @@ def test_fetch_tries_the_suites_mirror_before_the_datasets_own_location(
         server.routes[f"/suite-mirror/{name}"] = payload
     dataset = MnistDataset()
     dataset.remote_files = lambda: [
-        RemoteFile(name, (f"{refused_url}/{name}",), md5(payload)) for name, payload in files.items()
+        RemoteFile(name, (f"{refused_url}/{name}",), md5(payload))
+        for name, payload in files.items()
     ]
 
     fetched = fetch_missing(
