@@ -3,6 +3,7 @@ SHA order, one section per machine, as a self-contained page and a Parquet table
 
 from __future__ import annotations
 
+import itertools
 import re
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from harness.report.history import (
     history_table,
     machine_key,
     median_interval,
+    thinned,
 )
 from harness.report.synthetic import (
     environment,
@@ -160,3 +162,13 @@ def test_run_folders_can_be_named_one_by_one(runs):
 def test_a_folder_without_runs_is_an_error_naming_it(tmp_path):
     with pytest.raises(DataError, match=re.escape(str(tmp_path))):
         find_runs([tmp_path])
+
+
+@pytest.mark.parametrize("runs", [1, 5, 8, 9, 12, 40])
+def test_the_figure_labels_at_most_so_many_runs_evenly(runs):
+    labels = [f"run {index}" for index in range(runs)]
+    shown = thinned(labels, 8)
+    kept = [index for index, label in enumerate(shown) if label]
+    assert len(shown) == runs and len(kept) <= 8 and kept[0] == 0
+    assert len({b - a for a, b in itertools.pairwise(kept)}) <= 1  # evenly spaced
+    assert all(shown[index] == labels[index] for index in kept)

@@ -43,6 +43,9 @@ HISTORY_COLUMNS = [
 previous run of the same machine (``first``: none; ``untested``: no trials on both sides)."""
 
 MARKS = {"regression": "\u25b2", "improvement": "\u25bc"}
+MOST_RUN_LABELS = {"latency": 8, "accuracy": 5}
+"""Run labels an axis of the history figure can hold side by side (the latency panel is the
+wider); with more runs every k-th is labelled, each run keeping its tick."""
 """How the page marks a step that the trials call a change (up: slower, down: faster)."""
 
 
@@ -207,8 +210,9 @@ def _figure_png(rows: pd.DataFrame, runs: pd.DataFrame) -> str:
             low, high = part["p50_ms"].min(), part["p50_ms"].max()
             latency.set_ylim(low / 1.5, high * 1.5)
             log_axis(latency.yaxis, low, high)
-        for ax in (latency, accuracy):
-            ax.set_xticks(range(len(runs)), labels, fontsize=7, rotation=30, ha="right")
+        for ax, panel in ((latency, "latency"), (accuracy, "accuracy")):
+            shown = thinned(labels, MOST_RUN_LABELS[panel])
+            ax.set_xticks(range(len(runs)), shown, fontsize=7, rotation=30, ha="right")
             ax.set_xlim(-0.5, len(runs) - 0.5)
             ax.grid(color="#ddd", linewidth=0.6)
         latency.set_title(f"{dataset}: p50 per call", fontsize=10)
@@ -225,6 +229,13 @@ def _figure_png(rows: pd.DataFrame, runs: pd.DataFrame) -> str:
     figure.savefig(buffer, format="png", dpi=80)
     plt.close(figure)
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def thinned(labels: list[str], most: int) -> list[str]:
+    """Every k-th label from the first, blanks between, so that at most ``most`` labels share
+    an axis and none prints over another (the table under the figure names every run)."""
+    step = max(1, math.ceil(len(labels) / most))
+    return [label if index % step == 0 else "" for index, label in enumerate(labels)]
 
 
 def _cell_table(rows: pd.DataFrame, runs: pd.DataFrame) -> str:
