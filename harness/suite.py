@@ -105,8 +105,11 @@ class ServingConfig:
             and (not self.variants or variant in self.variants)
         )
 
-    def bound_for(self, dataset: str, variant: str) -> float:
-        for key in (f"{dataset}.{variant}", variant, dataset, "default"):
+    def bound_for(self, dataset: str, variant: str, model: str | None = None) -> float:
+        """The bound of the most specific key naming this cell, keyed as ``training.steps``
+        is (:data:`STEP_KEYS`); without ``model``, the keys that name a model are passed over."""
+        by_model = (f"{dataset}.{model}.{variant}", f"{model}.{variant}") if model else ()
+        for key in (*by_model, f"{dataset}.{variant}", variant, dataset, "default"):
             if key in self.p99_bound_ms:
                 return self.p99_bound_ms[key]
         raise SuiteError(f"serving.p99_bound_ms has no entry for {dataset}.{variant}")
@@ -166,15 +169,19 @@ class Suite:
         """Refuse a ``training.steps`` key that names no dataset, model or variant known here
         (``models``: each model's variants), so that a misspelt key is an error before anything
         trains, not a budget silently unused."""
-        for key in self.training.steps:
-            problem = _step_key_problem(key, datasets, models)
-            if problem:
-                offered = ", ".join(f"{m}: {'/'.join(v)}" for m, v in sorted(models.items()))
-                raise SuiteError(
-                    f"{self.source}: training.steps key {key!r}: {problem}; keys are default, "
-                    f"{', '.join(STEP_KEYS)}; datasets: {', '.join(sorted(datasets))}; models "
-                    f"and their variants: {offered}"
-                )
+        tables = {"training.steps": self.training.steps}
+        if self.serving.enabled:  # the serving bounds are keyed the same way
+            tables["serving.p99_bound_ms"] = self.serving.p99_bound_ms
+        for table, keys in tables.items():
+            for key in keys:
+                problem = _step_key_problem(key, datasets, models)
+                if problem:
+                    offered = ", ".join(f"{m}: {'/'.join(v)}" for m, v in sorted(models.items()))
+                    raise SuiteError(
+                        f"{self.source}: {table} key {key!r}: {problem}; keys are default, "
+                        f"{', '.join(STEP_KEYS)}; datasets: {', '.join(sorted(datasets))}; "
+                        f"models and their variants: {offered}"
+                    )
 
 
 def _step_key_problem(

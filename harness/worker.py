@@ -244,7 +244,7 @@ def _measure_serving(
     from harness.serving import measure_serving
 
     before = time.perf_counter()
-    bound_ms = spec.serving.bound_for(spec.dataset, spec.variant)
+    bound_ms = spec.serving.bound_for(spec.dataset, spec.variant, model=spec.model)
     record["serving"] = measure_serving(predictor, images, spec.serving, bound_ms, spec.seed)
     record["phases"]["serving"] = time.perf_counter() - before
 

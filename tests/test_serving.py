@@ -312,6 +312,23 @@ def test_serving_is_off_by_default_and_its_keys_have_documented_defaults(tmp_pat
     assert load(tmp_path, "p99_bound_ms = 30\n").bound_for("a", "b") == 30.0
 
 
+def test_a_serving_bound_can_be_keyed_by_model_and_variant(tmp_path: Path) -> None:
+    config = load(tmp_path, 'p99_bound_ms = { nopool = 100, "book_cnn.nopool" = 80 }\n')
+    assert config.bound_for("mnist", "nopool", model="book_cnn") == 80.0
+    assert config.bound_for("mnist", "nopool", model="other_cnn") == 100.0
+    assert config.bound_for("mnist", "nopool") == 100.0  # no model named: model keys pass
+
+
+def test_a_misspelt_serving_bound_key_is_an_error_before_anything_trains(tmp_path: Path) -> None:
+    from harness.planner import plan_cells
+    from harness.plugins import get_registry
+
+    path = tmp_path / "bounds.toml"
+    path.write_text('name = "bounds"\n[serving]\nenabled = true\np99_bound_ms = { nopol = 50 }\n')
+    with pytest.raises(SuiteError, match=r"serving.p99_bound_ms key 'nopol': neither default"):
+        plan_cells(load_suite(str(path)), get_registry())
+
+
 def test_a_suite_with_serving_survives_its_journal_round_trip(tmp_path: Path) -> None:
     path = tmp_path / "suite.toml"
     path.write_text('name = "x"\n[serving]\nenabled = true\noffline_batch_sizes = [2]\n')
