@@ -8,20 +8,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from dry_runner import DryRunner
 
-from harness.api import TrainedModel
 from harness.journal import Journal
 from harness.planner import CellKey
 from harness.plugins import get_registry
-from harness.report.synthetic import cell_record, model_record, run_record
-from harness.runner import Runner
+from harness.report.synthetic import run_record
 from harness.suite import load_suite, override
 from harness.trials import journal_record, row_key
 
 
-class FakeRunner(Runner):
-    """The real runner's plan, journal and resume bookkeeping; no data, training or workers.
-    It is stopped (as by Ctrl-C) when it starts measuring cell number ``stop_at``; its trial
+class FakeRunner(DryRunner):
+    """Stopped (as by Ctrl-C) when it starts measuring cell number ``stop_at``; its trial
     phase journals one trials record per row of the cells it is given."""
 
     def __init__(self, *args: Any, stop_at: int | None = None, **kwargs: Any) -> None:
@@ -30,24 +28,11 @@ class FakeRunner(Runner):
         self.started = 0
         self.timed: list[str] = []
 
-    def _load(self, dataset_name):
-        return None, None
-
-    def _prepare_model(self, key, train, test, journaled, backends):
-        if not journaled:
-            self.journal.append(model_record(key.dataset, key.variant, key.model))
-        eval_path = self.run_dir / "work" / f"{key.slug()}.npz"
-        eval_path.parent.mkdir(parents=True, exist_ok=True)
-        eval_path.touch()
-        trained = TrainedModel(key.dataset, key.model, key.variant, eval_path, eval_path, "k")
-        return trained, eval_path
-
     def _measure(self, cell: CellKey, trained, eval_path) -> dict[str, Any]:
         self.started += 1
         if self.started == self.stop_at:
             raise KeyboardInterrupt
-        key = cell.model_key
-        return cell_record(key.dataset, key.variant, cell.backend, cell.device, key.model)
+        return super()._measure(cell, trained, eval_path)
 
     def _trial_phase(self, cells) -> None:
         for spec in cells:

@@ -9,12 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from dry_runner import DryRunner
 
-from harness.api import TrainedModel
 from harness.cli import main
 from harness.errors import DataError, HarnessError
 from harness.journal import Journal
-from harness.planner import CellKey, ModelKey, Shard, plan_cells, shard_plans
+from harness.planner import ModelKey, Shard, plan_cells, shard_plans
 from harness.plugins import get_registry
 from harness.report.frames import build_tables
 from harness.report.merge import merge_runs
@@ -25,7 +25,7 @@ from harness.report.synthetic import (
     run_record,
     write_journal,
 )
-from harness.runner import Runner, new_run_dir
+from harness.runner import new_run_dir
 from harness.suite import Suite, load_suite, override
 
 
@@ -102,32 +102,12 @@ def test_resume_keeps_the_shard_it_started_with(tmp_path, capsys):
     assert "drop --shard" in capsys.readouterr().err
 
 
-class FakeRunner(Runner):
-    """The real runner's plan, journal and bookkeeping; no training, no workers."""
-
-    def _load(self, dataset_name):
-        return None, None
-
-    def _prepare_model(self, key, train, test, journaled, backends):
-        if not journaled:
-            self.journal.append(model_record(key.dataset, key.variant, key.model))
-        eval_path = self.run_dir / "work" / f"{key.slug()}.npz"
-        eval_path.parent.mkdir(parents=True, exist_ok=True)
-        eval_path.touch()
-        trained = TrainedModel(key.dataset, key.model, key.variant, eval_path, eval_path, "k")
-        return trained, eval_path
-
-    def _measure(self, cell: CellKey, trained, eval_path) -> dict[str, Any]:
-        key = cell.model_key
-        return cell_record(key.dataset, key.variant, cell.backend, cell.device, key.model)
-
-
 def fake_run(tmp_path: Path, name: str, shard: Shard | None) -> Path:
     quick = load_suite("quick")
     suite = replace(quick, latency=replace(quick.latency, trial_rounds=0))  # no trial workers
     run_dir = tmp_path / name
     run_dir.mkdir()
-    runner = FakeRunner(
+    runner = DryRunner(
         suite, get_registry(), tmp_path, run_dir, tmp_path, log=lambda line: None, shard=shard
     )
     runner.start_journal(run_record()["environment"], run_record()["gemm_peak"], {})
