@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 
@@ -163,16 +164,28 @@ def test_connection_refused_is_one_clear_offline_error(refused_url, tmp_path):
     assert list(data_dir.iterdir()) == []
 
 
-def test_fetch_downloads_only_what_is_missing_then_the_cache_is_used(server, tmp_path):
-    source, data_dir = tmp_path / "source", tmp_path / "data"
+def serve_synthetic_mnist(server, tmp_path: Path, route: str) -> dict[str, bytes]:
+    """Tiny MNIST files in their canonical format, served under ``route``: name -> bytes."""
+    source = tmp_path / "source"
     files = {path.name: path.read_bytes() for path in write_mnist(source, train=10, test=10)}
     for name, payload in files.items():
-        server.routes[f"/mnist/{name}"] = payload
+        server.routes[f"{route}/{name}"] = payload
+    return files
+
+
+def mnist_at(base_url: str, files: dict[str, bytes]) -> MnistDataset:
+    """MNIST whose own location for each of ``files`` is ``base_url``, checksums from them."""
     dataset = MnistDataset()
     dataset.remote_files = lambda: [
-        RemoteFile(name, (f"{server.url}/mnist/{name}",), md5(payload))
-        for name, payload in files.items()
+        RemoteFile(name, (f"{base_url}/{name}",), md5(payload)) for name, payload in files.items()
     ]
+    return dataset
+
+
+def test_fetch_downloads_only_what_is_missing_then_the_cache_is_used(server, tmp_path):
+    data_dir = tmp_path / "data"
+    files = serve_synthetic_mnist(server, tmp_path, "/mnist")
+    dataset = mnist_at(f"{server.url}/mnist", files)
     (data_dir).mkdir()
     (data_dir / "t10k-labels-idx1-ubyte").write_bytes(b"")  # present uncompressed: not fetched
 
@@ -299,15 +312,9 @@ def test_the_suites_mirrors_come_after_the_environments_this_datasets_first(monk
 def test_fetch_tries_the_suites_mirror_before_the_datasets_own_location(
     server, refused_url, tmp_path
 ):
-    source, data_dir = tmp_path / "source", tmp_path / "data"
-    files = {path.name: path.read_bytes() for path in write_mnist(source, train=10, test=10)}
-    for name, payload in files.items():
-        server.routes[f"/suite-mirror/{name}"] = payload
-    dataset = MnistDataset()
-    dataset.remote_files = lambda: [
-        RemoteFile(name, (f"{refused_url}/{name}",), md5(payload))
-        for name, payload in files.items()
-    ]
+    data_dir = tmp_path / "data"
+    files = serve_synthetic_mnist(server, tmp_path, "/suite-mirror")
+    dataset = mnist_at(refused_url.rsplit("/", 1)[0], files)
 
     fetched = fetch_missing(
         dataset, data_dir, mirrors={"mnist": f"{server.url}/suite-mirror"}, **FAST
