@@ -94,7 +94,7 @@ def plan_cells(suite: Suite, registry: Registry) -> list[ModelPlan]:
             raise SuiteError(
                 f"{suite.source}: no model has variant {variant!r}; variants: {offered}"
             )
-    suite.check_step_keys(
+    suite.check_cell_keys(
         registry.datasets.names(), {entry.obj.name: entry.obj.variants for entry in registry.models}
     )
     check_batch_sizes(suite, datasets)

@@ -19,9 +19,9 @@ MAX_SEED = 2**32 - 1
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,99}")
 """A suite's name ends its run folder's name: no path separator, no leading dot, no control
 character, nothing a shell or a file system treats specially."""
-STEP_KEYS = ("DATASET.MODEL.VARIANT", "MODEL.VARIANT", "DATASET.VARIANT", "VARIANT", "DATASET")
-"""The forms of a ``[training.steps]`` key besides ``default``, the most specific first: a
-model's budget is that of the first key that names it."""
+CELL_KEYS = ("DATASET.MODEL.VARIANT", "MODEL.VARIANT", "DATASET.VARIANT", "VARIANT", "DATASET")
+"""The forms of a key of ``[training.steps]`` and of ``serving.p99_bound_ms`` besides
+``default``, the most specific first: a cell takes the value of the first key that names it."""
 
 
 @dataclass(frozen=True)
@@ -32,13 +32,13 @@ class TrainingRecipe:
     batch_size: int = 50
     dropout: float = 0.5
     steps: dict[str, int] = field(default_factory=lambda: {"default": 1000})
-    """Step budget by key (:data:`STEP_KEYS`, then ``default``): models of different cost
+    """Step budget by key (:data:`CELL_KEYS`, then ``default``): models of different cost
     that share variant names (``pool``) get budgets of their own through ``model.variant``."""
     train_subset: int = 0
     """Train on only the first N training images (0: all of them)."""
 
     def steps_for(self, dataset: str, variant: str, model: str | None = None) -> int:
-        """The budget of the most specific key naming this model (:data:`STEP_KEYS`); without
+        """The budget of the most specific key naming this model (:data:`CELL_KEYS`); without
         ``model``, the keys that name a model are passed over."""
         by_model = (f"{dataset}.{model}.{variant}", f"{model}.{variant}") if model else ()
         for key in (*by_model, f"{dataset}.{variant}", variant, dataset, "default"):
@@ -107,7 +107,7 @@ class ServingConfig:
 
     def bound_for(self, dataset: str, variant: str, model: str | None = None) -> float:
         """The bound of the most specific key naming this cell, keyed as ``training.steps``
-        is (:data:`STEP_KEYS`); without ``model``, the keys that name a model are passed over."""
+        is (:data:`CELL_KEYS`); without ``model``, the keys that name a model are passed over."""
         by_model = (f"{dataset}.{model}.{variant}", f"{model}.{variant}") if model else ()
         for key in (*by_model, f"{dataset}.{variant}", variant, dataset, "default"):
             if key in self.p99_bound_ms:
@@ -163,31 +163,31 @@ class Suite:
             out[f.name] = value
         return out
 
-    def check_step_keys(
+    def check_cell_keys(
         self, datasets: Collection[str], models: Mapping[str, Collection[str]]
     ) -> None:
-        """Refuse a ``training.steps`` key that names no dataset, model or variant known here
-        (``models``: each model's variants), so that a misspelt key is an error before anything
-        trains, not a budget silently unused."""
+        """Refuse a ``training.steps`` (or, with serving on, ``serving.p99_bound_ms``) key that
+        names no dataset, model or variant known here (``models``: each model's variants), so
+        that a misspelt key is an error before anything trains, not a value silently unused."""
         tables = {"training.steps": self.training.steps}
         if self.serving.enabled:  # the serving bounds are keyed the same way
             tables["serving.p99_bound_ms"] = self.serving.p99_bound_ms
         for table, keys in tables.items():
             for key in keys:
-                problem = _step_key_problem(key, datasets, models)
+                problem = _cell_key_problem(key, datasets, models)
                 if problem:
                     offered = ", ".join(f"{m}: {'/'.join(v)}" for m, v in sorted(models.items()))
                     raise SuiteError(
                         f"{self.source}: {table} key {key!r}: {problem}; keys are default, "
-                        f"{', '.join(STEP_KEYS)}; datasets: {', '.join(sorted(datasets))}; "
+                        f"{', '.join(CELL_KEYS)}; datasets: {', '.join(sorted(datasets))}; "
                         f"models and their variants: {offered}"
                     )
 
 
-def _step_key_problem(
+def _cell_key_problem(
     key: str, datasets: Collection[str], models: Mapping[str, Collection[str]]
 ) -> str | None:
-    """What in ``key`` names nothing known, or None when it fits one of :data:`STEP_KEYS`."""
+    """What in ``key`` names nothing known, or None when it fits one of :data:`CELL_KEYS`."""
     variants = {variant for offered in models.values() for variant in offered}
     *head, variant = key.split(".")
     if len(head) > 2:

@@ -248,7 +248,7 @@ def test_step_keys_naming_known_datasets_models_and_variants_pass(tmp_path):
         '"mnist.book_cnn.nopool" = 6\n'
     )
     suite = load_suite(write(tmp_path, f'name = "x"\n[training.steps]\n{table}'))
-    suite.check_step_keys(DATASETS, MODELS)
+    suite.check_cell_keys(DATASETS, MODELS)
 
 
 @pytest.mark.parametrize(
@@ -271,7 +271,7 @@ def test_a_step_key_naming_nothing_known_is_an_error_naming_the_key_and_the_know
     path = write(tmp_path, f'name = "x"\n[training.steps]\n"{key}" = 5\n')
     suite = load_suite(path)
     with pytest.raises(SuiteError) as info:
-        suite.check_step_keys(DATASETS, MODELS)
+        suite.check_cell_keys(DATASETS, MODELS)
     assert str(info.value) == (
         f"{path}: training.steps key {key!r}: {problem}; keys are default, "
         "DATASET.MODEL.VARIANT, MODEL.VARIANT, DATASET.VARIANT, VARIANT, DATASET; datasets: "
@@ -281,4 +281,4 @@ def test_a_step_key_naming_nothing_known_is_an_error_naming_the_key_and_the_know
 
 @pytest.mark.parametrize("name", BUILTIN_SUITES)
 def test_the_builtin_suites_step_keys_name_first_party_objects(name):
-    load_suite(name).check_step_keys(DATASETS, {"book_cnn": ("pool", "nopool")})
+    load_suite(name).check_cell_keys(DATASETS, {"book_cnn": ("pool", "nopool")})

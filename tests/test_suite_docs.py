@@ -13,7 +13,7 @@ import pytest
 
 from harness.errors import SuiteError
 from harness.suite import (
-    STEP_KEYS,
+    CELL_KEYS,
     LatencyConfig,
     ServingConfig,
     Suite,
@@ -124,14 +124,14 @@ def test_the_step_budget_forms_are_listed_most_specific_first(page: dict[str, st
     def written(form: str) -> str:
         return f'`"{form}"`' if "." in form else f"`{form}`"
 
-    positions = [body.index(written(form)) for form in (*STEP_KEYS, "default")]
+    positions = [body.index(written(form)) for form in (*CELL_KEYS, "default")]
     assert positions == sorted(positions)
 
 
 def test_the_example_loads_and_keys_its_budgets_as_the_page_says(page: dict[str, str]) -> None:
     example = re.search(r"```toml\n(.*?)```", page["An example"], flags=re.DOTALL).group(1)
     suite = parse_suite(tomllib.loads(example), "docs/suites.md example")
-    suite.check_step_keys(FIRST_PARTY_DATASETS, FIRST_PARTY_MODELS)
+    suite.check_cell_keys(FIRST_PARTY_DATASETS, FIRST_PARTY_MODELS)
     steps = suite.training.steps_for
     assert steps("mnist", "pool", model="book_cnn") == 2000
     assert steps("cifar10", "nopool", model="book_cnn") == 400
