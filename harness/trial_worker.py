@@ -16,6 +16,11 @@ the original stdout, and file descriptor 1 is pointed at stderr (the log), so th
 - ``{"op": "trial", "cell": label, "batch_size": N, "warmup_seconds": W, "seconds": S,
   "min_iterations": M}``: warm up for W seconds (at least 2 calls), then time calls until S
   seconds and M calls have passed; reply the trial's summary (:func:`summarize_trial`).
+- ``{"op": "serving", "cell": label, "seed": S}``: the Server and Offline scenarios
+  (:func:`harness.serving.measure_serving`) on the cell's predictor with its suite's
+  ``[serving]`` settings and bound, as :mod:`harness.worker` runs them; reply ``{"ok": true,
+  "serving": {"server": ..., "offline": ...}, "seconds": wall time}``. Only a cell the suite's
+  ``[serving]`` selects keeps its images for it.
 - ``{"op": "exit"}``: close the predictors and exit 0.
 
 Any failure replies ``{"ok": false, "error": "..."}``; the coordinator decides what it costs.
@@ -71,6 +76,8 @@ class _Server:
     def __init__(self) -> None:
         self.predictors: dict[str, Any] = {}
         self.batches: dict[tuple[str, int], np.ndarray] = {}
+        self.serving_cells: dict[str, tuple[Any, np.ndarray]] = {}
+        """Spec and images by label, of the cells the suite's ``[serving]`` selects."""
 
     def prepare(self, request: Mapping[str, Any]) -> dict[str, Any]:
         from harness.plugins import get_registry
@@ -89,6 +96,8 @@ class _Server:
                 # The same images, in the same order, as harness.worker times.
                 batch = np.ascontiguousarray(images[np.resize(order, batch_size)])
                 self.batches[(spec.label, batch_size)] = batch
+            if spec.serving.measures(spec.dataset, spec.variant):
+                self.serving_cells[spec.label] = (spec, images)
             predictor.predict(self.batches[(spec.label, spec.batch_sizes[0])])
             described[spec.label] = predictor.describe()
         return {"ok": True, "describe": described}
@@ -106,6 +115,20 @@ class _Server:
             max_seconds=max(10 * float(request["seconds"]), 1.0),
         )
         return summarize_trial(measure(lambda: predictor.predict(batch), config))
+
+    def serving(self, request: Mapping[str, Any]) -> dict[str, Any]:
+        from harness.serving import measure_serving
+
+        label = request["cell"]
+        if label not in self.serving_cells:
+            raise HarnessError(f"cell {label!r} is not one the suite's [serving] selects")
+        spec, images = self.serving_cells[label]
+        bound_ms = spec.serving.bound_for(spec.dataset, spec.variant, model=spec.model)
+        started = time.perf_counter()
+        serving = measure_serving(
+            self.predictors[label], images, spec.serving, bound_ms, int(request["seed"])
+        )
+        return {"ok": True, "serving": serving, "seconds": time.perf_counter() - started}
 
     def close(self) -> None:
         for predictor in self.predictors.values():
@@ -181,6 +204,9 @@ class TrialWorker:
                 "min_iterations": min_iterations,
             }
         )
+
+    def serving(self, cell: str, seed: int) -> dict[str, Any]:
+        return self._ask({"op": "serving", "cell": cell, "seed": seed})
 
     def close(self) -> None:
         """Ask the worker to exit, then kill its process group: nothing it started survives."""

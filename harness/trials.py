@@ -8,6 +8,11 @@ equal share of the visits. Machine phases of seconds to minutes then fall on eve
 alike instead of on whichever ran at that moment (Abedi & Brecht's randomized multiple
 interleaved trials), and with two sides, the ratio within a visit cancels them.
 
+With ``serving_rounds``, the cells the suite's ``[serving]`` selects are then visited again, each
+visit running the Server and Offline scenarios (:mod:`harness.serving`) once on each side, in
+coin order, on the same workers: ``harness ab`` reports both sides' serving figures from the
+same machine window.
+
 ``harness ab`` visits two sides; ``harness run`` visits its own cells (one side) after measuring
 them, so that a stored run carries its own spread between trials.
 """
@@ -29,6 +34,8 @@ from harness.worker import CellSpec
 
 RowKey = tuple[str, str, str, str, str, int]
 """dataset, model, variant, backend, device, batch size: the identity of a report row."""
+CellKey = tuple[str, str, str, str, str]
+"""dataset, model, variant, backend, device: a cell, serving's unit (all its batch sizes)."""
 
 
 @dataclass(frozen=True)
@@ -63,7 +70,11 @@ class TrialConfig:
     seed: int = 0
     """Seeds the visiting order and the coin of each visit."""
     timeout_s: float = 600.0
-    """Longest wait for one answer of a worker (preparing a nopool model included)."""
+    """Longest wait for one answer of a worker (preparing a nopool model, or a serving visit,
+    included)."""
+    serving_rounds: int = 0
+    """Serving visits per cell the suite's ``[serving]`` selects, after the latency rounds;
+    0: none. A visit costs two searches (tens of seconds each), so few fit."""
 
 
 @dataclass
@@ -75,16 +86,28 @@ class RowTrials:
 
 
 @dataclass
+class ServingTrials:
+    key: CellKey
+    visits: list[dict[str, Any]] = field(default_factory=list)
+    """One record per visit: ``round``, ``worker``, ``seed``, ``order`` and, per side name, the
+    worker's reply: ``serving`` (``server`` and ``offline``, as a cell record's) and
+    ``seconds``."""
+
+
+@dataclass
 class TrialsResult:
     rows: list[RowTrials]
     describe: dict[str, dict[str, Any]]
     """Per side, what each cell's predictor reported (paths, threads, providers)."""
     seconds: dict[str, float]
-    """Wall time of starting and preparing the workers (``prepare``) and of the trials."""
+    """Wall time of starting and preparing the workers (``prepare``), of the trials and of
+    the serving visits (``serving``, when there were any)."""
+    serving: list[ServingTrials] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "rows": [{"key": list(row.key), "visits": row.visits} for row in self.rows],
+            "serving": [{"key": list(cell.key), "visits": cell.visits} for cell in self.serving],
             "describe": self.describe,
             "seconds": self.seconds,
         }
@@ -115,7 +138,11 @@ def journal_record(key: RowKey, trials: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def row_key(spec: CellSpec, batch_size: int) -> RowKey:
-    return (spec.dataset, spec.model, spec.variant, spec.backend, spec.device, batch_size)
+    return (*cell_key(spec), batch_size)
+
+
+def cell_key(spec: CellSpec) -> CellKey:
+    return (spec.dataset, spec.model, spec.variant, spec.backend, spec.device)
 
 
 def run_trials(
@@ -137,6 +164,7 @@ def run_trials(
     started = time.perf_counter()
     workers: dict[tuple[str, tuple[str, str]], list[TrialWorker]] = {}
     describe: dict[str, dict[str, Any]] = {side.name: {} for side in sides}
+    served: list[ServingTrials] = []
     try:
         for side in sides:
             for group in by_group:
@@ -157,14 +185,21 @@ def run_trials(
                     describe[side.name] |= worker.prepare(side_specs)["describe"]
         seconds["prepare"] = time.perf_counter() - started
         rows = [RowTrials(row_key(s, batch_size)) for s in cells for batch_size in s.batch_sizes]
+        names = [side.name for side in sides]
+        rng = random.Random(config.seed)
         started = time.perf_counter()
-        _visit(rows, [side.name for side in sides], workers, config, progress)
+        _visit(rows, names, workers, config, progress, rng)
         seconds["trials"] = time.perf_counter() - started
+        serving = [s for s in cells if s.serving.measures(s.dataset, s.variant)]
+        if config.serving_rounds and serving:
+            started = time.perf_counter()
+            served = _visit_serving(serving, names, workers, config, progress, rng)
+            seconds["serving"] = time.perf_counter() - started
     finally:
         for pool in workers.values():
             for worker in pool:
                 worker.close()
-    return TrialsResult(rows, describe, seconds)
+    return TrialsResult(rows, describe, seconds, served)
 
 
 def _with_options(spec: CellSpec, side: Side) -> CellSpec:
@@ -178,10 +213,10 @@ def _visit(
     workers: Mapping[tuple[str, tuple[str, str]], list[TrialWorker]],
     config: TrialConfig,
     progress: bool,
+    rng: random.Random,
 ) -> None:
     from tqdm import tqdm
 
-    rng = random.Random(config.seed)
     bar = tqdm(
         total=len(rows) * config.rounds,
         desc="trials",
@@ -217,3 +252,45 @@ def _visit(
                     visit[side] = combine_slices(summaries)
                 row.visits.append(visit)
                 bar.update()
+
+
+def _visit_serving(
+    cells: list[CellSpec],
+    sides: list[str],
+    workers: Mapping[tuple[str, tuple[str, str]], list[TrialWorker]],
+    config: TrialConfig,
+    progress: bool,
+    rng: random.Random,
+) -> list[ServingTrials]:
+    """Every round, each cell in a fresh random order, its sides in coin order, on the round's
+    workers; a round's seed (the cell's plus the round) gives both sides one arrival schedule."""
+    from tqdm import tqdm
+
+    results = {spec.label: ServingTrials(cell_key(spec)) for spec in cells}
+    bar = tqdm(
+        total=len(cells) * config.serving_rounds,
+        desc="serving",
+        unit="visit",
+        disable=not progress,
+        file=sys.stderr,
+        dynamic_ncols=True,
+    )
+    with bar:
+        for round_index in range(config.serving_rounds):
+            worker_index = round_index % config.workers
+            for spec in rng.sample(cells, len(cells)):
+                order = rng.sample(sides, len(sides))
+                seed = spec.seed + round_index
+                visit: dict[str, Any] = {
+                    "round": round_index,
+                    "worker": worker_index,
+                    "seed": seed,
+                    "order": order,
+                }
+                for side in order:
+                    worker = workers[(side, (spec.backend, spec.device))][worker_index]
+                    reply = worker.serving(spec.label, seed)
+                    visit[side] = {"serving": reply["serving"], "seconds": reply["seconds"]}
+                results[spec.label].visits.append(visit)
+                bar.update()
+    return list(results.values())

@@ -30,6 +30,8 @@ def test_an_option_is_backend_key_and_a_toml_value(text, expected):
         (["--workers", "0"], "--workers must be at least 1"),
         (["--trial-seconds", "0"], "--trial-seconds must be in (0, 60]"),
         (["--new-python", "/no/such/python"], "not an executable file"),
+        (["--serving-rounds", "-1"], "--serving-rounds must be 0 or more"),
+        (["--serving-rounds", "2"], "the suite's [serving] selects none of these cells"),
     ],
 )
 def test_bad_input_is_exit_2_naming_it(args, message, tmp_path, capsys):

@@ -13,15 +13,16 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
-from harness.ab import judge_ab, log_ratios
+from harness.ab import judge_ab, log_ratios, serving_changes
 from harness.api import TrainedModel
-from harness.suite import LatencyConfig
+from harness.suite import LatencyConfig, ServingConfig
 from harness.trial_worker import TrialWorkerError, summarize_trial
 from harness.trials import Side, TrialConfig, run_trials
 from harness.worker import CellSpec
@@ -181,6 +182,64 @@ def test_a_paired_ab_catches_a_known_slowdown_and_clears_identical_sides(
     )
     verdicts = judge_ab(same, 50, alpha=0.01, threshold=0.05, min_change=0.01)
     assert {v.verdict for v in verdicts.values()} <= {"same", "inconclusive"}
+
+
+QUICK_SERVING = ServingConfig(
+    enabled=True,
+    p99_bound_ms={"default": 30.0},
+    min_queries=40,
+    min_seconds=0.1,
+    search_steps=2,
+    offline_batch_sizes=(1, 4),
+    offline_concurrency=(1,),
+    offline_seconds=0.1,
+)
+"""Scenarios of about a second on a predictor sleeping milliseconds per image."""
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("sleeping_backends")
+def test_serving_visits_run_both_sides_scenarios_and_their_change_comes_from_them(
+    tmp_path: Path,
+) -> None:
+    served = replace(cell(tmp_path, "sleeper", sleep_ms=2.0), serving=QUICK_SERVING)
+    skipped = replace(cell(tmp_path, "sleeper", sleep_ms=2.0), variant="other")
+    sides = [Side("base"), Side("new", backend_options={"sleeper": {"sleep_ms": 4.0}})]
+    config = replace(FAST, rounds=6, serving_rounds=2)
+    result = run_trials([served, skipped], sides, config, tmp_path / "work", False)
+
+    assert [cell.key for cell in result.serving] == [("tiny", "none", "plain", "sleeper", "cpu")]
+    (visits,) = [cell.visits for cell in result.serving]
+    assert [(v["round"], v["worker"], v["seed"]) for v in visits] == [(0, 0, 0), (1, 1, 1)]
+    assert "serving" in result.seconds
+    offline = {
+        side: [v[side]["serving"]["offline"]["images_per_s"] for v in visits]
+        for side in ("base", "new")
+    }
+    qps = {
+        side: [v[side]["serving"]["server"]["max_qps"] for v in visits] for side in ("base", "new")
+    }
+    for visit in visits:
+        assert sorted(visit["order"]) == ["base", "new"]
+    # One thread sleeping 2 ms (BASE) or 4 ms (NEW) an image: about 500 and 250 images/s.
+    assert all(350 < rate <= 500 for rate in offline["base"])
+    assert all(180 < rate <= 250 for rate in offline["new"])
+    assert all(new < base for base, new in zip(qps["base"], qps["new"], strict=True))
+
+    by_metric = {e["metric"]: e for e in serving_changes(result.to_dict()["serving"])}
+    images = by_metric["offline_images_per_s"]
+    assert images["base"]["values"] == offline["base"]
+    assert images["changes"] == [
+        n / b - 1 for b, n in zip(offline["base"], offline["new"], strict=True)
+    ]
+    assert images["change"] == pytest.approx(np.median(images["changes"]))
+    assert images["change"] == pytest.approx(-0.5, abs=0.08)
+    server = by_metric["serving_max_qps"]
+    assert server["new"]["median"] == pytest.approx(np.median(qps["new"]))
+    assert server["change"] == pytest.approx(
+        np.median([n / b - 1 for b, n in zip(qps["base"], qps["new"], strict=True)])
+    )
+    assert server["p99_bound_ms"] == 30.0
 
 
 @pytest.mark.slow

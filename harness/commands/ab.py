@@ -6,7 +6,10 @@ order. A side is another interpreter (``--new-python`` of a virtualenv or tox en
 dependency bump or a plugin's new version) and/or other backend options (``--new-option
 onnxruntime.intra_op_threads=1``). Each row gets the median change of its pairs with a
 confidence interval, the noise floor, and a verdict with the family-wise error rate held at
-``--alpha`` (Holm). Exit 0: no regression (or ``--report-only``); 1: a regression; 2: bad input.
+``--alpha`` (Holm). With ``--serving-rounds``, the cells the suite's ``[serving]`` selects also
+run the Server and Offline scenarios on both sides, visit by visit; those figures are shown with
+their change, report-only. Exit 0: no regression (or ``--report-only``); 1: a regression; 2: bad
+input.
 """
 
 from __future__ import annotations
@@ -22,13 +25,16 @@ from collections import Counter
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harness.commands import check_flags
 from harness.commands.run import add_plan_arguments, suite_from_arguments
 from harness.errors import EXIT_OK, EXIT_REGRESSION, HarnessError
 from harness.planner import plan_cells
 from harness.verdict import VERDICTS, minimum_pairs
+
+if TYPE_CHECKING:
+    from harness.suite import Suite
 
 DEFAULT_OUT = "reports/ab"
 
@@ -70,6 +76,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=1,
         help="times a pair alternates the sides within its trial seconds (1)",
+    )
+    parser.add_argument(
+        "--serving-rounds",
+        type=int,
+        default=0,
+        metavar="N",
+        help="after the trials, run the Server and Offline scenarios N times on each side for "
+        "every cell the suite's [serving] selects, report-only (0: none; a visit costs two rate "
+        "searches, tens of seconds each)",
     )
     parser.add_argument(
         "--percentile", type=int, default=50, choices=(10, 50, 90, 99), help="trial statistic (50)"
@@ -130,6 +145,7 @@ def _check_ranges(args: argparse.Namespace) -> None:
         ("--alpha", args.alpha, 0 < args.alpha < 1, "in (0, 1)"),
         ("--threshold", args.threshold, args.threshold > 0, "above 0"),
         ("--min-change", args.min_change, args.min_change >= 0, "0 or more"),
+        ("--serving-rounds", args.serving_rounds, args.serving_rounds >= 0, "0 or more"),
     )
     check_flags(checks)
     for side in ("base", "new"):
@@ -139,7 +155,7 @@ def _check_ranges(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from harness.ab import SIDES, judge_ab
+    from harness.ab import SIDES, judge_ab, serving_changes
     from harness.commands.run import TENSORFLOW_LOG_LEVEL
     from harness.environment import capture_environment
     from harness.paths import model_cache_dir, resolve_data_dir
@@ -165,6 +181,12 @@ def run(args: argparse.Namespace) -> int:
         raise HarnessError(
             f"--pairs {args.pairs} cannot show any change for {rows} rows at --alpha "
             f"{args.alpha:g}: the sign test needs at least {needed} pairs a row"
+        )
+    if args.serving_rounds and not _serves_any(suite, plans):
+        raise HarnessError(
+            f"--serving-rounds {args.serving_rounds}: the suite's [serving] selects none of "
+            f"these cells (enabled = {str(suite.serving.enabled).lower()}); turn it on in the "
+            "suite for the cells to serve"
         )
     for side in sides:
         for backend in side.backend_options:
@@ -199,6 +221,7 @@ def run(args: argparse.Namespace) -> int:
         slices=args.slices,
         seed=args.seed,
         timeout_s=suite.worker_timeout_s,
+        serving_rounds=args.serving_rounds,
     )
     try:
         result = run_trials(cells, sides, config, out_dir / "work", not args.no_progress)
@@ -219,12 +242,17 @@ def run(args: argparse.Namespace) -> int:
         "verdicts": [{"key": list(key), **v.to_dict()} for key, v in verdicts.items()],
         **result.to_dict(),
     }
+    record["serving_changes"] = serving_changes(record["serving"])
     (out_dir / "ab.json").write_text(json.dumps(record, indent=1))
     blocks = ab_document(record, verdicts, args)
     (out_dir / "ab.md").write_text(render_markdown(blocks))
     print(render_markdown(blocks) if args.markdown else render_text(blocks), end="")
     regressions = [v for v in verdicts.values() if v.verdict == "regression"]
     return EXIT_REGRESSION if regressions and not args.report_only else EXIT_OK
+
+
+def _serves_any(suite: Suite, plans: list) -> bool:
+    return any(suite.serving.measures(plan.key.dataset, plan.key.variant) for plan in plans)
 
 
 def _rule(args: argparse.Namespace) -> str:
@@ -263,16 +291,73 @@ def ab_document(record: dict[str, Any], verdicts: dict, args: argparse.Namespace
     headers += (f"base p{args.percentile} ms", f"new p{args.percentile} ms", "change [CI]")
     headers += ("noise floor", "p (Holm)", "verdict")
     summary = ", ".join(f"{name} {counts[name]}" for name in VERDICTS if counts[name])
-    return [
+    serving = f"; serving visits took {seconds['serving']:.0f} s" if "serving" in seconds else ""
+    blocks = [
         Heading(2, "harness ab"),
         Bullets(tuple(sides)),
         Paragraph(f"Rule: {record['rule']}."),
         Table(headers, rows),
         Paragraph(
             f"{len(verdicts)} rows: {summary}. Workers started and prepared in "
-            f"{seconds.get('prepare', 0):.0f} s; trials took {seconds.get('trials', 0):.0f} s."
+            f"{seconds.get('prepare', 0):.0f} s; trials took {seconds.get('trials', 0):.0f} s"
+            f"{serving}."
         ),
     ]
+    if record["serving_changes"]:
+        blocks += serving_blocks(record["serving_changes"], args.alpha)
+    return blocks
+
+
+def serving_blocks(changes: list[dict[str, Any]], alpha: float) -> list[Any]:
+    """The serving table and why it is not judged."""
+    from harness.report.document import Heading, Paragraph, Table
+
+    headers = ("dataset", "model", "variant", "backend", "device", "metric", "p99 bound ms")
+    headers += ("visits", "base", "new", "change [range of visits]", "sched. error p99 ms")
+    rows = tuple(
+        (
+            *(str(part) for part in entry["key"]),
+            entry["metric"],
+            f"{entry['p99_bound_ms']:g}" if "p99_bound_ms" in entry else "-",
+            str(entry["visits"]),
+            _serving_figure(entry["base"]),
+            _serving_figure(entry["new"]),
+            _serving_change(entry["changes"], entry["change"]),
+            f"{entry['schedule_error_p99_ms']:.3g}" if "schedule_error_p99_ms" in entry else "-",
+        )
+        for entry in changes
+    )
+    cells = len({tuple(entry["key"]) for entry in changes})
+    needed = minimum_pairs(alpha / cells)
+    return [
+        Heading(3, "Serving scenarios (report-only: not judged)"),
+        Table(headers, rows),
+        Paragraph(
+            "Serving figures are report-only: each visit runs one rate search and one Offline "
+            "pass per side, BASE and NEW in coin order with one arrival schedule; a paired sign "
+            f"test at family-wise alpha {alpha:g} over {cells} cell{'s' * (cells != 1)} would "
+            f"need at least {needed} visits a cell, and max QPS moves in steps of the rates the "
+            "search measured. The change is the median of the visits' NEW / BASE - 1, in "
+            "brackets their range: no interval, no error rate, no effect on the exit code. ≥: a "
+            "search never reached the bound (a floor); sched. error: the load generators' worst "
+            "lateness p99 at their highest rate, which must stay well under the bound."
+        ),
+    ]
+
+
+def _serving_figure(side: dict[str, Any]) -> str:
+    if side["median"] is None:
+        return "none within bound"
+    text = ("≥" if side["capped"] else "") + f"{side['median']:,.4g}"
+    return text + (f" (none in {side['none']} of {len(side['values'])})" if side["none"] else "")
+
+
+def _serving_change(changes: list[float], median: float | None) -> str:
+    if median is None:
+        return "-"
+    if len(changes) == 1:
+        return f"{100 * median:+.1f}%"
+    return f"{100 * median:+.1f}% [{100 * min(changes):+.1f}, {100 * max(changes):+.1f}]"
 
 
 def _median_ms(record: dict[str, Any], key: tuple, side: str, percentile: int) -> float:
