@@ -49,6 +49,16 @@ def describe_limit(limit_bytes: int) -> str:
     return f"{limit_bytes / MIB:,.0f} MiB"
 
 
+def limit_error(resident: int, limit: int) -> str:
+    """What a worker killed at its limit is told: the limit, what it reached, how to change it."""
+    return (
+        f"worker killed at its memory limit of {describe_limit(limit)}: it held "
+        f"{resident / MIB:,.0f} MiB resident (with the processes it started); raise the limit "
+        "with worker_memory_limit_mb in the suite or --memory-limit MB (default: half the "
+        "machine's memory), or measure smaller batches"
+    )
+
+
 class ResidentMemory:
     """Resident bytes of a process and every process it started, as of the last :meth:`read`;
     ``peak`` is the most seen."""

@@ -210,6 +210,7 @@ class Runner:
             warmup_seconds=TRIAL_PHASE_WARMUP_SECONDS,
             seed=self.suite.seed,
             timeout_s=self.suite.worker_timeout_s,
+            memory_limit_mb=self.suite.worker_memory_limit_mb,
         )
         try:
             result = run_trials(

@@ -45,8 +45,9 @@ import numpy as np
 
 from harness.errors import HarnessError
 from harness.latency import measure
+from harness.memory import ResidentMemory, limit_error
 from harness.suite import LatencyConfig
-from harness.worker import RUNNER_PID_VARIABLE
+from harness.worker import POLL_INTERVAL_S, RUNNER_PID_VARIABLE
 
 TRIAL_QUANTILES = (10, 50, 90, 99)
 """The percentiles every trial reports (numpy's ``linear`` method, as the run reports)."""
@@ -160,10 +161,15 @@ class TrialWorker:
     """The coordinator's handle on one worker process, run by ``python`` (any environment
     where this harness and the cells' plugins are installed)."""
 
-    def __init__(self, python: str, log_path: Path, timeout_s: float) -> None:
+    def __init__(
+        self, python: str, log_path: Path, timeout_s: float, memory_limit_bytes: int | None = None
+    ) -> None:
+        """``memory_limit_bytes``: the resident memory the worker and what it started may hold
+        (:mod:`harness.memory`) before it is killed; None: no limit."""
         self.python = python
         self.log_path = log_path
         self.timeout_s = timeout_s
+        self.memory_limit_bytes = memory_limit_bytes
         log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = log_path.open("wb")
         try:
@@ -182,6 +188,7 @@ class TrialWorker:
         except OSError as exc:
             self._log.close()
             raise TrialWorkerError(f"cannot start a trial worker with {python}: {exc}") from exc
+        self._memory = ResidentMemory(self._process.pid)
 
     def prepare(self, specs: Sequence[Any]) -> dict[str, Any]:
         return self._ask({"op": "prepare", "cells": [spec.to_json() for spec in specs]})
@@ -234,9 +241,15 @@ class TrialWorker:
                 process.kill()
                 process.wait()
                 raise TrialWorkerError(self._death(f"gave no answer within {self.timeout_s:g} s"))
-            ready, _, _ = select.select([process.stdout], [], [], left)
+            ready, _, _ = select.select([process.stdout], [], [], min(left, POLL_INTERVAL_S))
             if ready:
                 break
+            limit = self.memory_limit_bytes
+            if limit is not None and self._memory.read() > limit:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+                raise TrialWorkerError(self._death(limit_error(self._memory.peak, limit)))
         line = process.stdout.readline()
         if not line:
             process.wait()

@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.memory import worker_memory_limit_bytes
 from harness.trial_worker import TrialWorker
 from harness.worker import CellSpec
 
@@ -75,6 +76,9 @@ class TrialConfig:
     serving_rounds: int = 0
     """Serving visits per cell the suite's ``[serving]`` selects, after the latency rounds;
     0: none. A visit costs two searches (tens of seconds each), so few fit."""
+    memory_limit_mb: int = 0
+    """MiB each worker may hold, as the suite's ``worker_memory_limit_mb``: 0 means the same
+    default as a cell worker's (:func:`harness.memory.worker_memory_limit_bytes`)."""
 
 
 @dataclass
@@ -165,6 +169,7 @@ def run_trials(
     workers: dict[tuple[str, tuple[str, str]], list[TrialWorker]] = {}
     describe: dict[str, dict[str, Any]] = {side.name: {} for side in sides}
     served: list[ServingTrials] = []
+    memory_limit = worker_memory_limit_bytes(config.memory_limit_mb)
     try:
         for side in sides:
             for group in by_group:
@@ -173,6 +178,7 @@ def run_trials(
                         side.python,
                         work_dir / f"trials-{side.name}-{group[0]}-{group[1]}-{index}.log",
                         config.timeout_s,
+                        memory_limit,
                     )
                     for index in range(config.workers)
                 ]

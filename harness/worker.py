@@ -44,7 +44,13 @@ import numpy as np
 from harness.api import Predictor, TrainedModel
 from harness.errors import DeviceUnavailable
 from harness.latency import LatencyStats, measure
-from harness.memory import MIB, ResidentMemory, describe_limit, machine_memory_bytes
+from harness.memory import (
+    MIB,
+    ResidentMemory,
+    describe_limit,
+    limit_error,
+    machine_memory_bytes,
+)
 from harness.suite import LatencyConfig, ServingConfig
 
 EVAL_CHUNK = 256
@@ -416,7 +422,7 @@ def run_cell_subprocess(
         )
     elif ending == "oom":
         assert memory_limit_bytes is not None
-        record = empty_record(spec, "oom", _oom_error(memory.peak, memory_limit_bytes))
+        record = empty_record(spec, "oom", limit_error(memory.peak, memory_limit_bytes))
         record["peak_rss_bytes"] = memory.peak
     elif returncode == 0 and result_path.is_file():
         return json.loads(result_path.read_text())
@@ -453,15 +459,6 @@ def _watch(
             return "timeout"
         time.sleep(POLL_INTERVAL_S)
     return "exited"
-
-
-def _oom_error(resident: int, limit: int) -> str:
-    return (
-        f"worker killed at its memory limit of {describe_limit(limit)}: it held "
-        f"{resident / MIB:,.0f} MiB resident (with the processes it started); raise the limit "
-        "with worker_memory_limit_mb in the suite or --memory-limit MB (default: half the "
-        "machine's memory), or measure smaller batches"
-    )
 
 
 def _how_it_ended(returncode: int, result_path: Path, peak: int, limit: int | None) -> str:

@@ -82,9 +82,22 @@ class HangingBackend(Backend):
         time.sleep(600)
 
 
+class HoggingBackend(SleepingBackend):
+    # Grows to 600 MiB in steps of 20 MiB, then sleeps as sleeper does.
+    name = "hogger"
+
+    def prepare(self, model, device, options):
+        self.held = []
+        for _ in range(30):
+            self.held.append(np.ones(20 * 2**20, dtype=np.uint8))
+            time.sleep(0.02)
+        return super().prepare(model, device, options)
+
+
 @hookimpl
 def register_backends(register):
-    for backend in (SleepingBackend, ExitingBackend, BrokenBackend, HangingBackend):
+    backends = (SleepingBackend, ExitingBackend, BrokenBackend, HangingBackend, HoggingBackend)
+    for backend in backends:
         register(backend())
 """
 
@@ -254,6 +267,20 @@ def test_a_worker_that_dies_in_a_trial_is_an_error_naming_its_log(tmp_path: Path
 def test_a_backend_that_cannot_prepare_is_an_error_with_its_message(tmp_path: Path) -> None:
     with pytest.raises(TrialWorkerError, match="cannot open the model"):
         run_trials([cell(tmp_path, "broken")], [Side("run")], FAST, tmp_path / "work", False)
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("sleeping_backends")
+def test_a_trial_worker_over_its_memory_limit_is_killed_by_the_harness_naming_it(
+    tmp_path: Path,
+) -> None:
+    """The limit a cell worker has (harness.memory): without it, a trial worker grows until the
+    machine's out-of-memory killer picks a victim."""
+    config = replace(FAST, memory_limit_mb=300)
+    with pytest.raises(TrialWorkerError) as caught:
+        run_trials([cell(tmp_path, "hogger")], [Side("run")], config, tmp_path / "work", False)
+    assert "worker killed at its memory limit of 300 MiB: it held " in str(caught.value)
+    assert "worker_memory_limit_mb" in str(caught.value)
 
 
 def test_a_missing_interpreter_is_an_error_naming_it(tmp_path: Path) -> None:
