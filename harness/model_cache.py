@@ -100,11 +100,13 @@ class TrainedModelCache:
         steps: int,
         seed: int,
         progress: bool = True,
+        log: Callable[[str], None] = lambda line: None,
     ) -> CachedModel:
         """Return the cached model for these inputs, training and storing it on a miss.
 
         A damaged or mismatched entry is retrained with a warning naming the file. A Ctrl-C
-        during training propagates and leaves the cache as it was.
+        during training propagates and leaves the cache as it was. ``log`` hears when training
+        starts: without a progress bar, the longest silence of a run.
         """
         inputs = key_inputs(spec, variant, dataset, train, recipe, steps, seed)
         key = cache_key(inputs)
@@ -113,6 +115,7 @@ class TrainedModelCache:
         hit = record is not None
         model = logits = None
         if record is None:
+            log(f"training {steps} steps (not in the cache)")
             set_seeds(seed)
             model = spec.build(variant, dataset.input_shape, dataset.num_classes)
             training = train_model(model, train, recipe, steps, seed, progress=progress)

@@ -148,6 +148,9 @@ class Runner:
             plans = shard_plans(plans, self.shard.index, self.shard.count)
         outcome = RunOutcome(self.run_dir)
         done_models, done_cells = self._journal_state(outcome)
+        if self._ended():  # stopped while writing its reports: they are all that is left
+            self.log("the run ended already; its reports are written again")
+            return outcome
         untimed = self._ok_cells_without_trials() if self.suite.latency.trial_rounds else set()
         measured: list[CellSpec] = []  # ok cells whose rows the trial phase times again
         if self.suite.synthetic_data:
@@ -297,6 +300,11 @@ class Runner:
                 outcome.cells[record["status"]] += 1
         return models, cells
 
+    def _ended(self) -> bool:
+        """Whether the journal holds the run's ``end`` record: its wall time and phases stay
+        those of the run, not of an invocation that found nothing to do."""
+        return any(record["type"] == "end" for record in self.journal.records())
+
     def _ok_cells_without_trials(self) -> set[CellKey]:
         """Cells measured ok by an earlier invocation that was stopped before its trial phase
         journaled their rows: this one times them with its own cells, so a resumed run has the
@@ -369,6 +377,7 @@ class Runner:
             steps=steps,
             seed=self.suite.seed,
             progress=self.progress,
+            log=lambda line: self.log(f"{key.slug()}: {line}"),
         )
         self.phases["train"] += time.perf_counter() - t0
         state = "reused from cache" if cached.hit else "trained"

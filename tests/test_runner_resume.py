@@ -71,3 +71,37 @@ def test_a_resumed_run_times_the_cells_measured_before_it_was_stopped(tmp_path: 
     again = runner()  # a finished run resumed: nothing measured or timed twice
     again.run()
     assert again.timed == [] and again.started == 0
+
+
+def test_a_run_stopped_while_writing_its_reports_keeps_its_end_when_resumed(
+    tmp_path: Path,
+) -> None:
+    """Its ``end`` is journaled before the reports are written: the resume that writes them
+    again journals no second ``end``, which would replace the run's wall time and phases with
+    those of an invocation that did nothing."""
+    suite = override(load_suite("quick"), datasets=("mnist",), variants=("pool",))
+    peaks = iter([{"gflops": 1.0}, {"gflops": 2.0}])
+
+    def runner() -> FakeRunner:
+        return FakeRunner(
+            suite,
+            get_registry(),
+            tmp_path,
+            tmp_path,
+            tmp_path,
+            log=lambda line: None,
+            measure_peak=lambda: next(peaks),
+        )
+
+    first = runner()
+    first.start_journal(run_record()["environment"], run_record()["gemm_peak"], {})
+    counted = first.run().cells
+    (end,) = [r for r in Journal(tmp_path / "journal.jsonl").records() if r["type"] == "end"]
+
+    resumed = runner()
+    outcome = resumed.run()
+
+    records = Journal(tmp_path / "journal.jsonl").records()
+    assert [r for r in records if r["type"] == "end"] == [end]
+    assert resumed.started == 0 and resumed.timed == []
+    assert outcome.cells == counted  # the exit status still counts every cell
