@@ -15,9 +15,11 @@ with an uninterrupted one (``harness compare --metrics deterministic``).
 
     python benchmarks/soak_resume.py [--kills 20] [--seed 0] [--out DIR]
 
-Writes each attempt's output and ``soak.json`` (per kill: the phase aimed at and the phase hit)
-into the output folder and prints the counts. Minutes: about two smoke runs plus a start-up
-(imports, GEMM peak) per kill.
+Writes each attempt's output and ``soak.json`` (per kill: the phase aimed at and the phase hit;
+``exit`` for a report-writing kill whose signal came after the last report file) into the output
+folder and prints the counts. A run that finished before its kill is resumed again while report
+kills are due: resuming a finished run writes its reports again. Minutes: about two smoke runs
+plus a start-up (imports, GEMM peak) per kill.
 """
 
 from __future__ import annotations
@@ -302,8 +304,13 @@ def main() -> int:
         if at_phase is not None:
             children = descendants(runner.pid)
             runner.send_signal(how)
-            hit[at_phase] += 1
         returncode = runner.wait()
+        if at_phase == "report":
+            phase.read()
+            if phase.report_files == len(REPORT_FILES):  # the signal came after the last file
+                at_phase = "exit"
+        if at_phase is not None:
+            hit[at_phase] += 1
         deadline = time.monotonic() + ORPHAN_GRACE_S
         while any(alive(c) for c in children) and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -328,8 +335,8 @@ def main() -> int:
             }
         )
         print(json.dumps(attempts[-1]), flush=True)
-        if at_phase is None and returncode == 0:
-            break
+        if at_phase is None and returncode == 0 and hit["report"] >= quota["report"]:
+            break  # finished; a finished run is resumed again only to stop its report writing
 
     run_dir = run_folder(runs)
     final: dict[str, Any] = {}
@@ -359,7 +366,7 @@ def main() -> int:
     summary = {
         "kills": sum(a["signal"] is not None for a in attempts),
         "by_signal": Counter(a["signal"] for a in attempts if a["signal"]),
-        "by_phase": {p: hit[p] for p in PHASES},
+        "by_phase": {p: hit[p] for p in (*PHASES, "exit")},
         "resumes": sum(a["resumed"] for a in attempts) + ("returncode" in final),
         "fresh_starts": sum(not a["resumed"] for a in attempts),
         "orphans": sum(len(a["orphans"]) for a in attempts),

@@ -221,6 +221,7 @@ def run(args: argparse.Namespace) -> int:
         slices=args.slices,
         seed=args.seed,
         timeout_s=suite.worker_timeout_s,
+        memory_limit_mb=suite.worker_memory_limit_mb,
         serving_rounds=args.serving_rounds,
     )
     try:
