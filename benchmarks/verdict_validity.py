@@ -8,11 +8,14 @@ counts what they say about changes whose truth is known:
 - ``ab-threads``: ONNX Runtime with 1 intra-op thread against the default (a real effect);
 - ``ab-work``: a calibrated backend (``harness_validity_work``, installed for the run) whose call
   does a fixed amount of numpy work, NEW doing 0%, 5% and 10% more of it in the same job;
-- ``runs``: repeated ``harness run`` of the same cells (A/A), plus runs with 1 intra-op thread;
-  the first half of the A/A runs calibrates the run-to-run noise that ``harness compare`` adds,
-  and the second half, never used for it, is compared pairwise with it.
+- ``runs``: repeated ``harness run`` of the same cells (A/A), plus 3 runs with 1 intra-op
+  thread; the first half of the A/A runs calibrates the two noises ``harness compare`` adds (a
+  row's whole run-to-run noise, and what is left of it against the run's other rows), and the
+  second half, never used for that, is compared pairwise and with the 1-thread runs, judged
+  relative to the run and each row on its own.
 
     python benchmarks/verdict_validity.py --data-dir DIR [--out reports/validity] [--quick]
+    python benchmarks/verdict_validity.py --runs-from OUT_DIR     # judge saved runs anew
 
 Writes every job's output and ``validity.json`` into the output folder and prints the figures
 the README reports. Minutes to an hour: ``--quick`` runs a few of each to try it.
@@ -207,57 +210,166 @@ def summarize_ab(jobs: list[dict], effect_of: Any) -> dict[str, Any]:
 
 
 def compare_pairs(
-    base_runs: list[Path], new_runs: list[Path], run_noise_pct: float, out: Path, tag: str
+    base_runs: list[Path], new_runs: list[Path], noise: dict[str, float | None], out: Path, tag: str
 ) -> list[dict]:
-    """``harness compare`` on every (base, new) pair; the latency findings of each."""
+    """``harness compare`` on every (base, new) pair; the latency findings of each, the
+    ``all rows`` line (the median row's change) with backend ``all rows``."""
     from harness.compare import CompareOptions, compare_runs
     from harness.report.store import read_report_folder
 
     tables = {path: read_report_folder(path) for path in {*base_runs, *new_runs}}
+    options = CompareOptions(run_noise=noise["run"], row_noise=noise["row"])
     findings = []
     for base, new in itertools.product(base_runs, new_runs):
         if base == new:
             continue
-        comparison = compare_runs(
-            tables[base], tables[new], CompareOptions(run_noise=run_noise_pct / 100)
-        )
+        comparison = compare_runs(tables[base], tables[new], options)
         for finding in comparison.findings:
             if finding.metric.startswith("p"):
                 findings.append(
                     {
                         "pair": [base.name, new.name],
-                        "backend": finding.identity[3],
+                        "backend": finding.identity[0]
+                        if finding.identity[3] == "-"
+                        else finding.identity[3],
                         "batch_size": finding.identity[5],
                         "verdict": finding.verdict,
                         "change": finding.change,
                         "noise_floor": finding.noise_floor,
+                        "judged": "relative" if comparison.latency_relative else "absolute",
                     }
                 )
     (out / f"compare-{tag}.json").write_text(json.dumps(findings, indent=1))
     return findings
 
 
-def calibrate_run_noise(runs: list[Path]) -> dict[str, Any]:
-    """The run-to-run standard deviation of a row's mean log trial latency beyond what its
-    trials show: mean over run pairs and rows of (d^2 - se_a^2 - se_b^2) / 2, d the difference
-    of the two runs' mean log trial latencies. Per backend and batch size, and pooled."""
+def _run_rows(path: Path) -> dict[tuple, tuple[float, float]]:
+    """Each row's mean log trial latency and the variance of that mean."""
     from harness.report.store import read_report_folder
 
-    rows: dict[tuple, list[tuple[float, float]]] = {}
-    for path in runs:
-        trials = read_report_folder(path).trials
-        for key, group in trials.groupby(["backend", "batch_size"], observed=True):
-            logs = np.log(group["p50_ns"].to_numpy(dtype=np.float64))
-            rows.setdefault(key, []).append((logs.mean(), logs.var(ddof=1) / logs.size))
-    excess: dict[str, float] = {}
-    pooled = []
-    for key, values in sorted(rows.items()):
-        terms = [
-            ((a[0] - b[0]) ** 2 - a[1] - b[1]) / 2 for a, b in itertools.combinations(values, 2)
-        ]
-        pooled += terms
-        excess[f"{key[0]} batch {key[1]}"] = 100 * math.sqrt(max(float(np.mean(terms)), 0.0))
-    return {"per_row_pct": excess, "pooled_pct": 100 * math.sqrt(max(np.mean(pooled), 0.0))}
+    rows = {}
+    trials = read_report_folder(path).trials
+    for key, group in trials.groupby(["backend", "batch_size"], observed=True):
+        logs = np.log(group["p50_ns"].to_numpy(dtype=np.float64))
+        rows[key] = (logs.mean(), logs.var(ddof=1) / logs.size)
+    return rows
+
+
+def calibrate_run_noise(runs: list[Path]) -> dict[str, Any]:
+    """The two noises ``harness compare`` adds to what each run's trials show, from pairs of
+    A/A runs (d: the difference of a row's mean log trial latency, w: its trial variance).
+
+    - run noise, a row's own: mean over run pairs and rows of (d^2 - w) / 2; per backend and
+      batch size, and pooled;
+    - row noise, what is left once the run's level is taken out: c = d minus the mean d of
+      the other n rows has expectation of c^2 = w + sum(w_others) / n^2 + 2 * row^2 * (1 + 1 / n);
+      pooled.
+    """
+    per_run = [_run_rows(path) for path in runs]
+    keys = sorted(per_run[0])
+    own: dict[tuple, list[float]] = {key: [] for key in keys}
+    left_over = []
+    for a, b in itertools.combinations(per_run, 2):
+        d = np.array([b[key][0] - a[key][0] for key in keys])
+        w = np.array([a[key][1] + b[key][1] for key in keys])
+        for index, key in enumerate(keys):
+            own[key].append((d[index] ** 2 - w[index]) / 2)
+            others = np.delete(np.arange(len(keys)), index)
+            c = d[index] - d[others].mean()
+            excess = c**2 - w[index] - w[others].sum() / others.size**2
+            left_over.append(excess / (2 * (1 + 1 / others.size)))
+    pooled = [term for terms in own.values() for term in terms]
+    return {
+        "per_row_pct": {
+            f"{key[0]} batch {key[1]}": 100 * math.sqrt(max(float(np.mean(own[key])), 0.0))
+            for key in keys
+        },
+        "pooled_pct": 100 * math.sqrt(max(float(np.mean(pooled)), 0.0)),
+        "row_noise_pct": 100 * math.sqrt(max(float(np.mean(left_over)), 0.0)),
+    }
+
+
+def judged_findings(
+    held_out: list[Path], one_thread: list[Path], noise: dict[str, float | None], out: Path
+) -> dict[str, Any]:
+    """The A/A and 1-thread figures of the held-out runs compared with the given noises."""
+    tag = "relative" if noise["row"] is not None else "absolute"
+    findings_aa = compare_pairs(held_out, held_out, noise, out, f"aa-{tag}")
+    findings_ab = compare_pairs(held_out, one_thread, noise, out, f"threads-{tag}")
+    aa_rows = [f for f in findings_aa if f["backend"] != "all rows"]
+    threads_rows = [f for f in findings_ab if f["backend"] == "onnxruntime"]
+    others = [f for f in findings_ab if f["backend"] not in ("onnxruntime", "all rows")]
+    pairs_failed = {
+        tuple(f["pair"]) for f in findings_aa if f["verdict"] in ("regression", "improvement")
+    }
+    floors: dict[str, list[float]] = {}
+    for f in aa_rows:
+        if f["noise_floor"] is not None:
+            floors.setdefault(f"{f['backend']} batch {f['batch_size']}", []).append(
+                100 * f["noise_floor"]
+            )
+    level = [f for f in findings_aa if f["backend"] == "all rows"]
+    relative = sum(f["judged"] == "relative" for f in threads_rows)
+    return {
+        "A/A rows: false verdicts": rate(aa_rows, ("regression", "improvement")),
+        "A/A rows: inconclusive": rate(aa_rows, ("inconclusive",)),
+        "A/A rows: same": rate(aa_rows, ("same",)),
+        "A/A comparisons with a false verdict": f"{len(pairs_failed)}/"
+        f"{len({tuple(f['pair']) for f in findings_aa})}",
+        "A/A 'all rows' lines: false verdicts": rate(level, ("regression", "improvement")),
+        "A/A noise floor pct (median per row)": {
+            k: float(np.median(v)) for k, v in sorted(floors.items())
+        },
+        "A/A 'all rows' noise floor pct (median)": float(
+            np.median([100 * f["noise_floor"] for f in level])
+        )
+        if level
+        else None,
+        "1 thread vs default, onnxruntime rows called regression": rate(
+            threads_rows, ("regression",)
+        ),
+        "1 thread vs default, other rows called regression or improvement": rate(
+            others, ("regression", "improvement")
+        ),
+        "1 thread vs default, comparisons judged relative": f"{relative}/{len(threads_rows)}",
+        "1 thread vs default, changes": sorted({f["change"] for f in threads_rows}),
+    }
+
+
+def judge_saved_runs(aa: list[Path], one_thread: list[Path], out: Path) -> dict[str, Any]:
+    """The ``runs`` part's figures: calibrate on the first half of the A/A runs, judge the
+    held-out half against itself and against the 1-thread runs, in both modes."""
+    calibration_runs, held_out = aa[: len(aa) // 2], aa[len(aa) // 2 :]
+    calibration = calibrate_run_noise(calibration_runs)
+    run_noise = math.ceil(calibration["pooled_pct"]) / 100
+    row_noise = math.ceil(calibration["row_noise_pct"]) / 100
+    rows = len(_run_rows(aa[0]))
+    return {
+        "A/A runs, 1-thread runs, rows per run": [len(aa), len(one_thread), rows],
+        "calibration (first half of the A/A runs)": calibration,
+        "noise used (run, row), pct": [100 * run_noise, 100 * row_noise],
+        "relative to the run (default)": judged_findings(
+            held_out, one_thread, {"run": run_noise, "row": row_noise}, out
+        ),
+        "each row on its own (--absolute)": judged_findings(
+            held_out, one_thread, {"run": run_noise, "row": None}, out
+        ),
+        "latency phase seconds per row (median over runs)": float(
+            np.median([latency_phase_seconds(run) / rows for run in aa])
+        ),
+        "trial phase seconds per row (median over runs)": float(
+            np.median([trial_phase_seconds(run) / rows for run in aa])
+        ),
+    }
+
+
+def saved_runs(folder: Path, prefix: str) -> list[Path]:
+    """The run folders of a part's jobs (``run-aa-0/<run>``, ...), in job order."""
+    jobs = sorted(
+        (path for path in folder.glob(f"{prefix}-*") if path.is_dir()),
+        key=lambda path: int(path.name.rsplit("-", 1)[1]),
+    )
+    return [sorted(p for p in job.iterdir() if p.is_dir())[-1] for job in jobs]
 
 
 def rate(findings: list[dict], verdicts: tuple[str, ...]) -> str:
@@ -280,9 +392,19 @@ def main() -> int:
     parser.add_argument(
         "--parts", default="ab-aa,ab-threads,ab-work,runs", help="which parts to run"
     )
+    parser.add_argument(
+        "--runs-from",
+        type=Path,
+        metavar="OUT_DIR",
+        help="only judge the runs part's saved runs in this output folder anew",
+    )
     args = parser.parse_args()
     if args.summarize:
         print(json.dumps(summarize_saved(args.summarize), indent=1))
+        return 0
+    if args.runs_from:
+        aa, one = saved_runs(args.runs_from, "run-aa"), saved_runs(args.runs_from, "run-1thread")
+        print(json.dumps(judge_saved_runs(aa, one, args.runs_from), indent=1))
         return 0
     if not args.data_dir:
         parser.error("--data-dir is required to run the benchmark")
@@ -359,40 +481,9 @@ def main() -> int:
         aa = [run_job(out, f"run-aa-{i}", plain, env) for i in range(count)]
         one_thread = [
             run_job(out, f"run-1thread-{i}", ["--suite", str(threads_suite), *mnist[2:]], env)
-            for i in range(2)
+            for i in range(3)
         ]
-        calibration_runs, held_out = aa[: count // 2], aa[count // 2 :]
-        calibration = calibrate_run_noise(calibration_runs)
-        noise = math.ceil(calibration["pooled_pct"])
-        findings_aa = compare_pairs(held_out, held_out, noise, out, "aa")
-        findings_ab = compare_pairs(held_out, one_thread, noise, out, "threads")
-        threads_rows = [f for f in findings_ab if f["backend"] == "onnxruntime"]
-        floors = {}
-        for f in findings_aa:
-            if f["noise_floor"] is not None:
-                floors.setdefault(f"{f['backend']} batch {f['batch_size']}", []).append(
-                    100 * f["noise_floor"]
-                )
-        results["runs"] = {
-            "calibration (first half of the A/A runs)": calibration,
-            "run_noise_pct used": noise,
-            "A/A pairs: false verdicts": rate(findings_aa, ("regression", "improvement")),
-            "A/A pairs: inconclusive": rate(findings_aa, ("inconclusive",)),
-            "A/A pairs: same": rate(findings_aa, ("same",)),
-            "A/A noise floor pct (median per row)": {
-                k: float(np.median(v)) for k, v in sorted(floors.items())
-            },
-            "1 thread vs default, onnxruntime rows called regression or improvement": rate(
-                threads_rows, ("regression", "improvement")
-            ),
-            "1 thread vs default, changes": sorted({f["change"] for f in threads_rows}),
-            "latency phase seconds per row (median over runs)": float(
-                np.median([latency_phase_seconds(run) / 4 for run in aa])
-            ),
-            "trial phase seconds per row (median over runs)": float(
-                np.median([trial_phase_seconds(run) / 4 for run in aa])
-            ),
-        }
+        results["runs"] = judge_saved_runs(aa, one_thread, out)
         print("stored runs:", json.dumps(results["runs"], indent=1), flush=True)
 
     (out / "validity.json").write_text(json.dumps(results, indent=1))

@@ -2,14 +2,18 @@
 
 Latency is judged by the trials of each run's trial phase (``latency.trial_rounds``), never by
 raw samples: samples of one run share its moment on the machine, so a test on them only asks
-"were these runs made at different times", which is always yes. Per row the change is the ratio
-of the trials' geometric means with a Welch interval widened by the spread between whole runs
-that trials cannot see (``run_noise``); Holm's method holds the family-wise error rate over all
-rows at ``alpha``. A row is a regression when the change is significant and beyond the
-threshold, ``same`` when its interval lies within the threshold, and ``inconclusive`` when
-neither: its noise floor (the interval's half-width) is reported with it. Rows without trials
-on both sides are ``untested``. :mod:`harness.verdict` has the statistics; for changes smaller
-than a stored run can show, ``harness ab`` measures both sides interleaved.
+"were these runs made at different times", which is always yes. A run lands in a level that all
+its rows share, so each row is judged by its change relative to the mean change of the other
+rows that changed alike (ratios of the trials' geometric means; Welch interval widened by what
+the level leaves between runs, ``row_noise``), and the level's change on a line of its own
+(:data:`RUN_LEVEL`) against the whole run-to-run noise (``run_noise``); Holm's method holds the
+family-wise error rate over all of them at ``alpha``. When no majority of rows changed alike, or
+with fewer than 3 rows, each row is judged on its own against ``run_noise``. A row is a
+regression when the change is significant and beyond the threshold, ``same`` when its interval
+lies within the threshold, and ``inconclusive`` when neither: its noise floor (the interval's
+half-width) is reported with it. Rows without trials on both sides are ``untested``.
+:mod:`harness.verdict` has the statistics; for changes smaller than a stored run can show,
+``harness ab`` measures both sides interleaved.
 
 Rows are matched on their identity (dataset, model, variant, backend, device, batch size).
 Environments must match (CPU model, vendor/family/model, thread settings, library major versions)
@@ -34,7 +38,14 @@ from harness.report.frames import RunTables, trial_logs
 from harness.report.schema import IDENTITY
 from harness.report.store import summary_records
 from harness.trial_worker import TRIAL_QUANTILES
-from harness.verdict import DEFAULT_RUN_NOISE, MIN_TRIALS, judge_unpaired
+from harness.verdict import (
+    DEFAULT_ROW_NOISE,
+    DEFAULT_RUN_NOISE,
+    MIN_TRIALS,
+    LatencyVerdict,
+    RunsJudgement,
+    judge_runs,
+)
 
 DETERMINISTIC_COLUMNS = (
     "params_total",
@@ -60,6 +71,9 @@ class CompareOptions:
     """Relative latency change that matters: smaller is ``same`` when the interval shows it."""
     run_noise: float = DEFAULT_RUN_NOISE
     """Spread between whole runs that one run's trials cannot see (relative, one run)."""
+    row_noise: float | None = DEFAULT_ROW_NOISE
+    """What is left of it once the run's level (the rows that changed alike) is taken out;
+    None judges every row on its own against ``run_noise``."""
     percentile: int = 50
     accuracy_drop_pp: float = 0.5
     """Accuracy drop, in percentage points, that is a regression."""
@@ -97,6 +111,10 @@ class Comparison:
     added: list[tuple[Any, ...]]
     """Rows in NEW that BASE lacks."""
     environment_differences: list[str] = field(default_factory=list)
+    latency_relative: bool = False
+    """Whether latency rows were judged relative to the run's level (its other rows)."""
+    latency_note: str = ""
+    """Why they were judged each on its own although relative judgement was asked for."""
 
     @property
     def failures(self) -> list[Finding]:
@@ -357,33 +375,56 @@ def _trial_latencies(tables: RunTables, percentile: int) -> dict[tuple[Any, ...]
     return {key[1:]: logs for key, logs in trial_logs(tables.trials, percentile).items()}
 
 
+RUN_LEVEL = ("all rows", "-", "-", "-", "-", None)
+"""The identity of the finding that judges the change of the level the whole run landed in."""
+
+
+def _latency_finding(
+    key: tuple, metric: str, base: str, new: str, verdict: LatencyVerdict
+) -> Finding:
+    return Finding(
+        key,
+        metric,
+        base,
+        new,
+        verdict.describe(),
+        verdict.verdict,
+        verdict.verdict == "regression",
+        verdict.p_adjusted,
+        verdict.noise_floor,
+    )
+
+
 def _latency(
     pending: list[tuple[tuple, np.ndarray, np.ndarray]], options: CompareOptions
-) -> list[Finding]:
+) -> tuple[list[Finding], RunsJudgement]:
     """Judge every row with trials on both sides together, so Holm sees the whole family."""
     base = {key: left for key, left, _ in pending}
     new = {key: right for key, _, right in pending}
-    verdicts = judge_unpaired(
-        base, new, alpha=options.alpha, threshold=options.threshold, run_noise=options.run_noise
+    judgement = judge_runs(
+        base,
+        new,
+        alpha=options.alpha,
+        threshold=options.threshold,
+        run_noise=options.run_noise,
+        row_noise=options.row_noise,
     )
     metric = f"p{options.percentile}_ms"
-    findings = []
-    for key, left, right in pending:
-        verdict = verdicts[key]
-        findings.append(
-            Finding(
-                key,
-                metric,
-                f"{math.exp(left.mean()) / 1e6:.4g}",
-                f"{math.exp(right.mean()) / 1e6:.4g}",
-                verdict.describe(),
-                verdict.verdict,
-                verdict.verdict == "regression",
-                verdict.p_adjusted,
-                verdict.noise_floor,
-            )
+    findings = [
+        _latency_finding(
+            key,
+            metric,
+            f"{math.exp(left.mean()) / 1e6:.4g}",
+            f"{math.exp(right.mean()) / 1e6:.4g}",
+            judgement.rows[key],
         )
-    return findings
+        for key, left, right in pending
+    ]
+    if judgement.run_level is not None:
+        findings.append(
+            _latency_finding(RUN_LEVEL, f"{metric} (run level)", "-", "-", judgement.run_level)
+        )
+    return findings, judgement
 
 
 def _untested_latency(key: tuple, metric: str, left_ms: float, right_ms: float) -> Finding:
@@ -440,12 +481,14 @@ def compare_runs(base: RunTables, new: RunTables, options: CompareOptions) -> Co
             pending.append((key, left_trials, right_trials))
         else:
             unjudged_latency.append(_untested_latency(key, metric, left_ms, right_ms))
-    findings += _latency(pending, options) if pending else []
-    findings += unjudged_latency
+    latency, judgement = _latency(pending, options) if pending else ([], None)
+    findings += latency + unjudged_latency
     return Comparison(
         findings=findings,
         compared_rows=len(matched),
         missing=[key for key in base_rows if key not in new_rows],
         added=[key for key in new_rows if key not in base_rows],
         environment_differences=differences,
+        latency_relative=judgement is not None and judgement.relative,
+        latency_note="" if judgement is None else judgement.note,
     )

@@ -15,7 +15,11 @@ can flip between a fast and a slow state within a pair, and the few pairs that s
 widened the Walsh-average interval about twice as much as the median's (README).
 
 Unpaired (stored runs, ``harness compare``): each run's trials of a row are summarized by the mean
-of their log medians; the interval of the difference is Welch's t interval.
+of their log medians; the interval of the difference is Welch's t interval, widened by the
+spread between whole runs that trials cannot see. Most of that spread is a level the whole run
+lands in, shared by its rows (:func:`judge_runs`): a row is then judged by its change relative
+to the mean change of the run's other rows that changed alike, and the change common to them
+on a line of its own, against the whole run-to-run noise.
 
 Many rows: every row's p-value is adjusted by Holm's step-down method, which keeps the chance of
 even one false verdict in the whole comparison (the family-wise error rate) at most ``alpha``.
@@ -41,10 +45,14 @@ import numpy as np
 VERDICTS = ("regression", "improvement", "same", "inconclusive")
 MIN_TRIALS = 3
 """Trials a side needs before a row's latency is judged."""
-DEFAULT_RUN_NOISE = 0.12
-"""Standard deviation of a row's log latency between whole runs beyond what its trials show:
-11% pooled over MNIST pool's rows (7-14% per row), measured by ``benchmarks/verdict_validity.py``
-on this project's development machine on 2026-12-02 (README), rounded up."""
+DEFAULT_RUN_NOISE = 0.16
+"""Standard deviation of a row's log latency between whole runs beyond what its trials show,
+pooled over the quick suite's MNIST pool rows: 11% (4 rows) and 15% (6 rows) on two
+calibrations by ``benchmarks/verdict_validity.py`` on this project's development machine on
+2026-12-02 (README); the larger, rounded up."""
+DEFAULT_ROW_NOISE = 0.03
+"""The same once the level the whole run landed in (its other rows) is taken out: 2.6% and
+1.3% on the same two calibrations; the larger, rounded up."""
 
 
 @dataclass(frozen=True)
@@ -216,31 +224,173 @@ def judge_unpaired(
     the run-noise term counting as known. A change needs significance AND a size of at least
     ``threshold`` to be a verdict.
     """
+    estimates = {}
+    for key in (key for key in base if key in new):
+        left, right = np.asarray(base[key], np.float64), np.asarray(new[key], np.float64)
+        centre, parts, dofs = _welch(left, right, key)
+        variance = float(parts.sum()) + 2.0 * run_noise**2
+        estimates[key] = _Estimate(
+            centre, variance, _satterthwaite(variance, [(parts, dofs)]), _trials(left, right)
+        )
+    return _judge_t(estimates, alpha, threshold)
+
+
+@dataclass(frozen=True)
+class _Estimate:
+    """A log-scale change with its variance and degrees of freedom, before Holm."""
+
+    centre: float
+    variance: float
+    dof: float
+    trials: int
+
+    def p_value(self) -> float:
+        from scipy.stats import t as student_t
+
+        se = math.sqrt(self.variance)
+        return 1.0 if se == 0 else float(2 * student_t.sf(abs(self.centre) / se, self.dof))
+
+
+def _judge_t(
+    estimates: Mapping[Any, _Estimate], alpha: float, threshold: float
+) -> dict[Any, LatencyVerdict]:
+    """Student's t per estimate, Holm over all of them, intervals at Holm's level per row."""
     from scipy.stats import t as student_t
 
-    keys = [key for key in base if key in new]
-    estimates, p_values = {}, []
-    for key in keys:
-        left, right = np.asarray(base[key], np.float64), np.asarray(new[key], np.float64)
-        if left.size < 2 or right.size < 2:
-            raise ValueError(f"row {key}: at least 2 trials a side are needed")
-        parts = np.array([left.var(ddof=1) / left.size, right.var(ddof=1) / right.size])
-        dofs = np.array([left.size - 1, right.size - 1])
-        variance = float(parts.sum()) + 2.0 * run_noise**2
-        denominator = float((parts**2 / dofs).sum())
-        dof = variance**2 / denominator if denominator > 0 else math.inf
-        centre = float(right.mean() - left.mean())
-        se = math.sqrt(variance)
-        p_values.append(1.0 if se == 0 else float(2 * student_t.sf(abs(centre) / se, dof)))
-        estimates[key] = (centre, se, dof, int(min(left.size, right.size)))
+    keys = list(estimates)
+    p_values = [estimates[key].p_value() for key in keys]
     adjusted = holm(p_values)
     levels = holm_levels(p_values, alpha)
     verdicts = {}
     for key, p_value, p_adj, level in zip(keys, p_values, adjusted, levels, strict=True):
-        centre, se, dof, trials = estimates[key]
-        half = float(student_t.ppf(1.0 - level / 2.0, dof)) * se
-        bounds = (centre - half, centre + half)
+        e = estimates[key]
+        half = float(student_t.ppf(1.0 - level / 2.0, e.dof)) * math.sqrt(e.variance)
+        bounds = (e.centre - half, e.centre + half)
         verdicts[key] = _judged(
-            centre, bounds, p_value, p_adj, trials, p_adj < alpha, threshold, threshold
+            e.centre, bounds, p_value, p_adj, e.trials, p_adj < alpha, threshold, threshold
         )
     return verdicts
+
+
+@dataclass(frozen=True)
+class RunsJudgement:
+    """Two stored runs' latency verdicts: per row, and for the level common to all rows."""
+
+    rows: dict[Any, LatencyVerdict]
+    run_level: LatencyVerdict | None
+    """The run level's change, judged against the whole run-to-run noise; None when the rows
+    were judged on their own."""
+    relative: bool
+    """Whether each row was judged relative to the run's level (its other rows)."""
+    note: str
+    """Why the rows were judged on their own, when they were."""
+
+
+def _welch(left: np.ndarray, right: np.ndarray, key: Any) -> tuple[float, np.ndarray, np.ndarray]:
+    """The difference of the mean logs, and its two Welch variance parts with their dof."""
+    if left.size < 2 or right.size < 2:
+        raise ValueError(f"row {key}: at least 2 trials a side are needed")
+    parts = np.array([left.var(ddof=1) / left.size, right.var(ddof=1) / right.size])
+    return float(right.mean() - left.mean()), parts, np.array([left.size - 1, right.size - 1])
+
+
+def judge_runs(
+    base: Mapping[Any, np.ndarray],
+    new: Mapping[Any, np.ndarray],
+    alpha: float = 0.01,
+    threshold: float = 0.10,
+    run_noise: float = DEFAULT_RUN_NOISE,
+    row_noise: float | None = DEFAULT_ROW_NOISE,
+) -> RunsJudgement:
+    """Judge two stored runs' rows relative to each other, and their common level apart.
+
+    A run lands in a level shared by its rows (their run-to-run changes correlate 0.67-0.93 on
+    this project's machine), so most of the run-to-run noise cancels in a row's change minus
+    the run's level: the mean change of the rows that agree with each other (the consensus,
+    :func:`consensus`), leaving the row itself out. That relative change's variance is the
+    row's Welch variance plus ``2 * row_noise**2`` (what the level leaves), plus the variance
+    of the level's mean. The level's change is judged on its own line with the whole
+    ``run_noise``. Holm runs over the rows and that line together.
+
+    The consensus stands for "no change" only while it holds most rows. When it holds half the
+    rows or fewer, the data refute that premise and every row is judged on its own by
+    :func:`judge_unpaired`, as it is with fewer than 3 rows or ``row_noise=None``.
+    """
+    keys = [key for key in base if key in new]
+    if row_noise is None or len(keys) < 3:
+        note = "" if row_noise is None else "fewer than 3 rows: no other rows to judge against"
+        return RunsJudgement(
+            judge_unpaired(base, new, alpha, threshold, run_noise), None, relative=False, note=note
+        )
+    welch = [
+        _welch(np.asarray(base[key], np.float64), np.asarray(new[key], np.float64), key)
+        for key in keys
+    ]
+    changes = np.array([change for change, _, _ in welch])
+    trial_variances = np.array([parts.sum() for _, parts, _ in welch])
+    spreads = trial_variances + 2.0 * row_noise**2
+    inside = consensus(changes, spreads, alpha)
+    if 2 * inside.sum() <= len(keys):
+        note = (
+            f"only {inside.sum()} of {len(keys)} rows changed alike, so no majority of rows "
+            "stands for the run's level: each row judged on its own"
+        )
+        return RunsJudgement(
+            judge_unpaired(base, new, alpha, threshold, run_noise), None, relative=False, note=note
+        )
+    estimates: dict[Any, _Estimate] = {}
+    for index, key in enumerate(keys):
+        level = inside.copy()
+        level[index] = False
+        share = 1.0 / level.sum()
+        variance = float(spreads[index] + share**2 * spreads[level].sum())
+        parts = [welch[index][1:]] + [
+            (share**2 * welch[j][1], welch[j][2]) for j in level.nonzero()[0]
+        ]
+        estimates[key] = _Estimate(
+            float(changes[index] - changes[level].mean()),
+            variance,
+            _satterthwaite(variance, parts),
+            _trials(base[key], new[key]),
+        )
+    level_key = object()
+    estimates[level_key] = _Estimate(
+        float(changes[inside].mean()),
+        2.0 * run_noise**2 + float(trial_variances[inside].sum()) / inside.sum() ** 2,
+        math.inf,
+        min(estimate.trials for estimate in estimates.values()),
+    )
+    verdicts = _judge_t(estimates, alpha, threshold)
+    run_level = verdicts.pop(level_key)
+    return RunsJudgement(verdicts, run_level, relative=True, note="")
+
+
+def consensus(changes: np.ndarray, variances: np.ndarray, alpha: float) -> np.ndarray:
+    """Which rows changed alike: starting from all, keep the rows within the two-sided normal
+    bound of the kept rows' median change at ``alpha`` shared by the rows (Bonferroni), until
+    the set holds still. A row that really changed falls out; under no change, any row falls
+    out with chance about ``alpha`` in all."""
+    from scipy.stats import norm
+
+    bound = float(norm.isf(alpha / 2.0 / changes.size))
+    inside = np.ones(changes.size, dtype=bool)
+    for _ in range(changes.size):
+        if not inside.any():
+            break
+        centre = np.median(changes[inside])
+        spread = np.sqrt(variances + variances[inside].mean() / inside.sum())
+        kept = np.abs(changes - centre) <= bound * spread
+        if (kept == inside).all():
+            break
+        inside = kept
+    return inside
+
+
+def _trials(left: np.ndarray, right: np.ndarray) -> int:
+    return int(min(np.size(left), np.size(right)))
+
+
+def _satterthwaite(variance: float, parts: list[tuple[np.ndarray, np.ndarray]]) -> float:
+    """Welch-Satterthwaite degrees of freedom, the known (run noise) terms counting as known."""
+    denominator = sum(float((part**2 / dof).sum()) for part, dof in parts)
+    return variance**2 / denominator if denominator > 0 else math.inf

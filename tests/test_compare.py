@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -367,3 +368,62 @@ def test_serving_measured_on_one_side_only_is_shown_and_does_not_gate(tmp_path, 
     assert "≥ 800.0" in qps and "not measured in NEW" in qps
     code, out, _ = compare(capsys, base, new, "--metrics", "deterministic")
     assert code == 0 and serving_lines(out) == []
+
+
+BACKENDS = ("keras", "onnxruntime", "onnxruntime_int8")
+
+
+def three_backend_run(folder: Path, level: float, slower: dict[str, float], seed: int) -> Path:
+    """Three backends at batch sizes 1 and 8 (6 rows): every trial scaled by the run's
+    ``level``, and a backend's by its ``slower`` factor too."""
+    records = [run_record(folder.name), model_record()]
+    for index, backend in enumerate(BACKENDS):
+        latency = (1.0 + index) * level * slower.get(backend, 1.0)
+        records.append(cell_record(backend=backend, latency_ms=latency, samples=50, seed=seed))
+        records += [
+            trials_record(
+                batch, latency * batch, 10, 0.03, seed * 100 + index * 10 + batch, backend=backend
+            )
+            for batch in (1, 8)
+        ]
+    return write_run(folder, records)
+
+
+def test_a_level_the_whole_run_moved_by_is_judged_apart_from_the_rows(tmp_path, capsys):
+    base = three_backend_run(tmp_path / "base", 1.0, {}, seed=1)
+    new = three_backend_run(tmp_path / "new", 1.25, {}, seed=2)
+    code, out, _ = compare(capsys, base, new, "--all", "--row-noise", "0")
+    assert code == 0
+    level = next(line for line in out.splitlines() if "p50_ms (run level)" in line)
+    assert "all rows" in level and "inconclusive" in level
+    assert 20 < float(re.search(r"\+(\d+\.\d)% \[", level).group(1)) < 30  # the +25% level
+    rows = [line for line in out.splitlines() if "p50_ms" in map(str.strip, line.split("|"))]
+    assert len(rows) == 6 and all(" same" in line for line in rows)
+    assert "judged relative to the run" in out
+    code, out, _ = compare(capsys, base, new, "--all", "--absolute")
+    assert code == 0 and "run level" not in out
+    assert out.count("inconclusive") >= 6
+
+
+def test_one_backend_slower_than_the_rest_is_a_regression_whatever_the_level(tmp_path, capsys):
+    base = three_backend_run(tmp_path / "base", 1.0, {}, seed=1)
+    new = three_backend_run(tmp_path / "new", 0.85, {"onnxruntime": 1.5}, seed=2)
+    code, out, _ = compare(capsys, base, new)
+    assert code == 1
+    regressions = [line for line in out.splitlines() if "REGRESSION" in line]
+    assert len(regressions) == 2 and all("onnxruntime " in line for line in regressions)
+    assert "improvement" not in out
+    code, out, _ = compare(capsys, base, new, "--absolute")
+    assert code == 0 and "REGRESSION" not in out  # on its own, 12% run noise hides +27%
+
+
+def test_when_most_rows_moved_each_row_is_judged_on_its_own_and_says_why(tmp_path, capsys):
+    base = three_backend_run(tmp_path / "base", 1.0, {}, seed=1)
+    slower = {"onnxruntime": 2.0, "onnxruntime_int8": 3.0}
+    new = three_backend_run(tmp_path / "new", 1.0, slower, seed=2)
+    code, out, _ = compare(capsys, base, new, "--all")
+    assert code == 1  # +100% and +200% are beyond the whole run-to-run noise
+    assert "rows changed alike, so no majority of rows stands for the run's level" in out
+    assert "run level" not in out
+    keras = [line for line in out.splitlines() if "keras" in line and "p50_ms" in line]
+    assert keras and all("improvement" not in line for line in keras)

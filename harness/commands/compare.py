@@ -1,12 +1,14 @@
 """Compare two run folders (or merged folders): BASE is the reference, NEW the candidate.
 
-A latency regression needs a significant change of the row's trials (Welch interval widened by
-the run-to-run noise, Holm over all rows at --alpha) AND a change beyond --threshold; a row whose
-interval is too wide to tell is inconclusive, with its noise floor. An accuracy drop beyond the
-threshold, a status that is no longer ok, broken parity and any change of parameter or MAC
-counts also fail. Serving figures are shown, not judged, except a cell that no longer meets its
-p99 bound at any rate tried, which fails. Exit 0: no regression; 1: a regression; 2: bad input
-or different environments.
+A latency regression needs a significant change of the row's trials AND a change beyond
+--threshold. Each row is judged relative to the mean change of the run's other rows that changed
+alike (the level a whole run lands in cancels; Welch interval widened by --row-noise), and that
+level's change on a line of its own against --run-noise; Holm over all of them at --alpha. A row
+whose interval is too wide to tell is inconclusive, with its noise floor. An accuracy drop
+beyond the threshold, a status that is no longer ok, broken parity and any change of parameter
+or MAC counts also fail. Serving figures are shown, not judged, except a cell that no longer
+meets its p99 bound at any rate tried, which fails. Exit 0: no regression; 1: a regression;
+2: bad input or different environments.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any
 
 from harness.commands import check_flags
 from harness.errors import EXIT_OK, EXIT_REGRESSION
-from harness.verdict import DEFAULT_RUN_NOISE
+from harness.verdict import DEFAULT_ROW_NOISE, DEFAULT_RUN_NOISE
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -36,6 +38,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="PERCENT",
         help="spread between whole runs that a run's trials cannot see, in percent "
         f"(default {100 * DEFAULT_RUN_NOISE:g}, measured on this project's machine; see README)",
+    )
+    parser.add_argument(
+        "--row-noise",
+        type=float,
+        default=100 * DEFAULT_ROW_NOISE,
+        metavar="PERCENT",
+        help="what is left of the run-to-run noise once the run's level (its other rows) is "
+        f"taken out, in percent (default {100 * DEFAULT_ROW_NOISE:g}, measured likewise)",
+    )
+    parser.add_argument(
+        "--absolute",
+        action="store_true",
+        help="judge each latency row on its own against --run-noise, not relative to the "
+        "run's other rows",
     )
     parser.add_argument(
         "--threshold",
@@ -98,6 +114,15 @@ SERVING_NOTE = (
 )
 
 
+RELATIVE_NOTE = (
+    "Latency rows are judged relative to the run: a row's change is its own minus the mean "
+    "change of the other rows that changed alike, since most of the spread between stored runs "
+    "is a level the whole run lands in, shared by its rows. The change of that level is the "
+    "'all rows' line, judged against the whole run-to-run noise: a pair of stored runs can see "
+    "only a large common shift. A row called same did not move against the others."
+)
+
+
 def _cell(identity: tuple[Any, ...]) -> tuple[str, ...]:
     """A row's identity as text; a per-cell figure has no batch size."""
     return tuple("-" if part is None else str(part) for part in identity)
@@ -117,10 +142,19 @@ def comparison_document(comparison: Any, args: argparse.Namespace) -> list[Any]:
         rule = "parameter counts, MACs and status only"
     else:
         rule = (
-            f"latency: p{args.percentile} of each trial, change of the geometric means with a "
-            f"Welch interval widened by {args.run_noise:g}% run-to-run noise, Holm over the rows "
-            f"at family-wise alpha {args.alpha:g}; a regression is significant and beyond "
-            f"{args.threshold:g}%; accuracy drop beyond {args.accuracy_drop_pp:g} pp"
+            f"latency: p{args.percentile} of each trial, change of the geometric means, "
+            + (
+                f"each row on its own with a Welch interval widened by {args.run_noise:g}% "
+                "run-to-run noise"
+                if not comparison.latency_relative
+                else "each row relative to the mean change of the other rows that changed alike, "
+                "Welch interval "
+                f"widened by {args.row_noise:g}% row noise, the run level against "
+                f"{args.run_noise:g}% run-to-run noise"
+            )
+            + f", Holm over the rows at family-wise alpha {args.alpha:g}; a regression is "
+            f"significant and beyond {args.threshold:g}%; accuracy drop beyond "
+            f"{args.accuracy_drop_pp:g} pp"
         )
     failures = len(comparison.failures)
     blocks: list[Any] = [
@@ -157,6 +191,10 @@ def comparison_document(comparison: Any, args: argparse.Namespace) -> list[Any]:
         ]
     if serving or any(f.metric == "serving_max_qps" for f in findings):
         blocks.append(Paragraph(SERVING_NOTE))
+    if comparison.latency_note:
+        blocks.append(Paragraph(f"Latency: {comparison.latency_note}."))
+    elif comparison.latency_relative:
+        blocks.append(Paragraph(RELATIVE_NOTE))
     if counts["untested"]:
         blocks.append(
             Paragraph(
@@ -206,12 +244,14 @@ def run(args: argparse.Namespace) -> int:
             ("--alpha", args.alpha, 0 < args.alpha < 1, "in (0, 1)"),
             ("--threshold", args.threshold, args.threshold > 0, "above 0"),
             ("--run-noise", args.run_noise, args.run_noise >= 0, "0 or more"),
+            ("--row-noise", args.row_noise, args.row_noise >= 0, "0 or more"),
         )
     )
     options = CompareOptions(
         alpha=args.alpha,
         threshold=args.threshold / 100,
         run_noise=args.run_noise / 100,
+        row_noise=None if args.absolute else args.row_noise / 100,
         percentile=args.percentile,
         accuracy_drop_pp=args.accuracy_drop_pp,
         metrics=args.metrics,

@@ -20,7 +20,7 @@ import io
 import itertools
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -29,6 +29,9 @@ from harness.errors import DataError
 from harness.report.atomic import atomic_path, write_text
 from harness.report.frames import RunTables, build_tables, trial_logs
 from harness.report.plots import log_axis
+
+if TYPE_CHECKING:
+    from harness.verdict import LatencyVerdict, RunsJudgement
 
 HISTORY_HTML = "history.html"
 HISTORY_PARQUET = "history.parquet"
@@ -109,9 +112,22 @@ def _history_rows(tables: RunTables) -> pd.DataFrame:
     return rows.merge(intervals, on=keys, how="left")
 
 
+def _row_steps(judgement: RunsJudgement) -> dict[Any, LatencyVerdict]:
+    """Each row's step: its own verdict when it moved against the run's other rows, else the
+    whole run's when all rows moved together (compare's ``all rows`` line), else its own."""
+    level = judgement.run_level
+    moved = ("regression", "improvement")
+    if level is None or level.verdict not in moved:
+        return judgement.rows
+    return {
+        key: verdict if verdict.verdict in moved else level
+        for key, verdict in judgement.rows.items()
+    }
+
+
 def _judge_steps(table: pd.DataFrame, trials: dict[tuple, np.ndarray]) -> pd.DataFrame:
     """Each row's verdict against the previous run of its machine, from the trials."""
-    from harness.verdict import DEFAULT_RUN_NOISE, MIN_TRIALS, judge_unpaired
+    from harness.verdict import MIN_TRIALS, judge_runs
 
     table = table.assign(
         verdict="first", change=np.nan, change_low=np.nan, change_high=np.nan, noise_floor=np.nan
@@ -131,8 +147,7 @@ def _judge_steps(table: pd.DataFrame, trials: dict[tuple, np.ndarray]) -> pd.Dat
                     and min(left.size, right.size) >= (MIN_TRIALS)
                 ):
                     base[index], new[index] = left, right
-            verdicts = judge_unpaired(base, new, threshold=0.10, run_noise=DEFAULT_RUN_NOISE)
-            for index, verdict in verdicts.items():
+            for index, verdict in _row_steps(judge_runs(base, new, threshold=0.10)).items():
                 table.loc[index, "verdict"] = verdict.verdict
                 table.loc[index, ["change", "change_low", "change_high", "noise_floor"]] = [
                     verdict.change,
