@@ -21,6 +21,7 @@ from harness import __version__
 from harness.api import LabelledImages, ParityTolerance, TrainedModel
 from harness.errors import HarnessError
 from harness.journal import JOURNAL_NAME, Journal
+from harness.machine_load import MachineLoad
 from harness.planner import CellKey, ModelKey, ModelPlan, Shard, plan_cells, shard_plans
 from harness.registry import Registry
 from harness.suite import Suite, suite_from_dict
@@ -139,6 +140,9 @@ class Runner:
         self.shard = shard
         self.journal = Journal(run_dir / JOURNAL_NAME)
         self.phases: dict[str, float] = defaultdict(float)
+        self.latency_load = MachineLoad()
+        """What others took of the machine while this invocation's cell workers ran."""
+        self.trials_load: dict[str, Any] = MachineLoad().to_dict()
         self._loaded = dict(datasets or {})
 
     def run(self) -> RunOutcome:
@@ -174,7 +178,8 @@ class Runner:
                     plan.key, train, test, plan.key in done_models, {c.backend for c in todo}
                 )
                 for cell in todo:
-                    record = self._measure(cell, trained, eval_path)
+                    with self.latency_load.span():
+                        record = self._measure(cell, trained, eval_path)
                     self.journal.append(record)
                     outcome.cells[record["status"]] += 1
                     if record["status"] == "ok":
@@ -193,6 +198,10 @@ class Runner:
             "finished": datetime.now(UTC).isoformat(),
             "wall_seconds": time.perf_counter() - started,
             "phases": dict(self.phases),
+            "machine_load": {
+                "latency": self.latency_load.to_record("latency", self.log),
+                "trials": self.trials_load,
+            },
         }
         self.journal.append(end)
         return outcome
@@ -226,6 +235,7 @@ class Runner:
             for path in {cell.eval_path for cell in cells}:
                 path.unlink(missing_ok=True)
         self.phases["trials"] += sum(result.seconds.values())
+        self.trials_load = result.machine_load
         for row in result.rows:
             trials = [{"round": v["round"], "worker": v["worker"], **v["run"]} for v in row.visits]
             self.journal.append(journal_record(row.key, trials))

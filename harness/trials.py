@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.machine_load import MachineLoad
 from harness.memory import worker_memory_limit_bytes
 from harness.trial_worker import TrialWorker
 from harness.worker import CellSpec
@@ -107,6 +108,9 @@ class TrialsResult:
     """Wall time of starting and preparing the workers (``prepare``), of the trials and of
     the serving visits (``serving``, when there were any)."""
     serving: list[ServingTrials] = field(default_factory=list)
+    machine_load: dict[str, Any] = field(default_factory=lambda: MachineLoad().to_dict())
+    """What other processes and the hypervisor took of the machine while the trials and
+    serving visits ran (:meth:`harness.machine_load.MachineLoad.to_dict`)."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -114,6 +118,7 @@ class TrialsResult:
             "serving": [{"key": list(cell.key), "visits": cell.visits} for cell in self.serving],
             "describe": self.describe,
             "seconds": self.seconds,
+            "machine_load": self.machine_load,
         }
 
 
@@ -169,6 +174,7 @@ def run_trials(
     workers: dict[tuple[str, tuple[str, str]], list[TrialWorker]] = {}
     describe: dict[str, dict[str, Any]] = {side.name: {} for side in sides}
     served: list[ServingTrials] = []
+    load = MachineLoad()
     memory_limit = worker_memory_limit_bytes(config.memory_limit_mb)
     try:
         for side in sides:
@@ -194,18 +200,20 @@ def run_trials(
         names = [side.name for side in sides]
         rng = random.Random(config.seed)
         started = time.perf_counter()
-        _visit(rows, names, workers, config, progress, rng)
+        with load.span():
+            _visit(rows, names, workers, config, progress, rng)
         seconds["trials"] = time.perf_counter() - started
         serving = [s for s in cells if s.serving.measures(s.dataset, s.variant)]
         if config.serving_rounds and serving:
             started = time.perf_counter()
-            served = _visit_serving(serving, names, workers, config, progress, rng)
+            with load.span():
+                served = _visit_serving(serving, names, workers, config, progress, rng)
             seconds["serving"] = time.perf_counter() - started
     finally:
         for pool in workers.values():
             for worker in pool:
                 worker.close()
-    return TrialsResult(rows, describe, seconds, served)
+    return TrialsResult(rows, describe, seconds, served, load.to_record("trial", log))
 
 
 def _with_options(spec: CellSpec, side: Side) -> CellSpec:

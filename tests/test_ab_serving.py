@@ -57,6 +57,7 @@ def test_the_document_shows_serving_as_not_judged_and_says_how_many_visits_a_tes
         "sides": [{"name": n, "python": "py", "backend_options": {}} for n in ("base", "new")],
         "rule": "r",
         "seconds": {"prepare": 1, "trials": 2, "serving": 30},
+        "machine_load": {"foreign_cpu": 0.125, "steal": 0.01, "seconds": 32.0},
         "rows": [],
         "serving_changes": serving_changes(serving),
     }
@@ -64,6 +65,10 @@ def test_the_document_shows_serving_as_not_judged_and_says_how_many_visits_a_tes
     text = render_markdown(ab_document(record, {}, args))
     assert "Serving scenarios (report-only: not judged)" in text
     assert "serving visits took 30 s" in text
+    assert (
+        "Machine load while measuring: trial phase 12.5% of the CPUs to other processes, 1.0% "
+        "stolen by the hypervisor."
+    ) in text
     assert "at least 8 visits a cell" in text  # 2 / 2**8 <= 0.01
     rows = [
         [part.strip() for part in line.split("|")[6:-1]]

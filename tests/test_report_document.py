@@ -16,6 +16,7 @@ from harness.report.synthetic import (
     end_record,
     environment,
     journal_records,
+    machine_load,
     model_record,
     run_record,
 )
@@ -176,6 +177,36 @@ def test_a_run_from_before_the_cpu_fingerprint_says_the_isa_is_not_recorded():
     header = markdown_of(journal_records()).split("## mnist")[0]
     assert "CPU: Synthetic CPU; 2 cores, 2 threads; RAM 8.0 GiB" in header
     assert "ISA features: not recorded" in header
+
+
+def test_report_says_what_others_took_of_the_machine_in_each_phase():
+    header = markdown_of(journal_records()).split("## mnist")[0]
+    assert (
+        "machine load while measuring: latency phase 2.0% of the CPUs to other processes, 0.0% "
+        "stolen by the hypervisor; trial phase 1.0% of the CPUs to other processes, 0.0% stolen"
+    ) in header
+
+
+@pytest.mark.parametrize(
+    ("load", "line"),
+    [
+        (None, "machine load while measuring: not recorded"),
+        (
+            machine_load(latency=None, trials=None, steal=None),
+            "latency phase unknown (no /proc/stat); trial phase unknown",
+        ),
+        (
+            {"latency": machine_load()["latency"], "trials": {"seconds": 0.0}},
+            "by the hypervisor; trial phase not measured",
+        ),
+    ],
+)
+def test_the_machine_load_line_says_what_was_not_measured(load, line):
+    records = journal_records()
+    records[-1]["machine_load"] = load
+    if load is None:
+        del records[-1]["machine_load"]
+    assert line in markdown_of(records).split("## mnist")[0]
 
 
 def test_merged_runs_each_get_their_machine():

@@ -78,6 +78,22 @@ def test_run_json_round_trips_summary_and_runs(run_dir, tables):
     assert document["runs"] == json.loads(json.dumps(tables.runs))
     assert document["runs"][0]["environment"]["cpu_model"] == "Synthetic CPU"
     assert document["runs"][0]["phases"]["latency"] == 30.0
+    assert document["runs"][0]["machine_load"]["trials"]["foreign_cpu"] == 0.01
+
+
+def test_the_machine_load_reaches_the_tables_compare_reads(run_dir):
+    (run,) = read_report_folder(run_dir).runs
+    assert run["machine_load"] == {
+        "latency": {"foreign_cpu": 0.02, "steal": 0.0, "seconds": 30.0},
+        "trials": {"foreign_cpu": 0.01, "steal": 0.0, "seconds": 12.0},
+    }
+
+
+def test_a_run_from_before_the_machine_load_has_none(tmp_path):
+    records = journal_records(datasets=("mnist",), variants=("pool",))
+    del records[-1]["machine_load"]
+    (run,) = build_tables(records, tmp_path / JOURNAL_NAME).runs
+    assert "machine_load" not in run
 
 
 def test_benchmark_json_holds_the_raw_samples_statistics(run_dir, tables):

@@ -79,6 +79,10 @@ def test_both_backends_give_rows_with_accuracy_parity_and_latency(cache_env, tmp
     phases = records[-1]["phases"]
     assert {"train", "accuracy", "export", "prepare", "latency"} <= set(phases)
     assert all(seconds > 0 for seconds in phases.values())
+    latency = records[-1]["machine_load"]["latency"]
+    assert 0 <= latency["foreign_cpu"] <= 1 and 0 <= latency["steal"] <= 1
+    assert latency["seconds"] > 0
+    assert "machine load while measuring: latency phase " in (run_dir / "report.md").read_text()
     assert (summary.peak_gflops == max(peaks)).all()
     assert "fp32 GEMM peak: " in (run_dir / "report.md").read_text()
 

@@ -67,6 +67,10 @@ def test_a_resumed_run_times_the_cells_measured_before_it_was_stopped(tmp_path: 
     rows = sorted((r["backend"], r["batch_size"]) for r in records if r["type"] == "trials")
     assert rows == [("keras", 1), ("keras", 32), ("onnxruntime", 1), ("onnxruntime", 32)]
     assert [r["backend"] for r in records if r["type"] == "cell"] == ["keras", "onnxruntime"]
+    (end,) = [r for r in records if r["type"] == "end"]
+    load = end["machine_load"]  # of the phases this invocation ran: one cell, no trial phase
+    assert set(load) == {"latency", "trials"} and load["latency"]["seconds"] > 0
+    assert load["trials"] == {"foreign_cpu": None, "steal": None, "seconds": 0.0}
 
     again = runner()  # a finished run resumed: nothing measured or timed twice
     again.run()

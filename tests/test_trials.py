@@ -164,6 +164,9 @@ def test_every_row_is_visited_every_round_by_rotating_workers(tmp_path: Path) ->
         assert p50_ms >= row.key[-1] * 1.0  # sleeps 1 ms per image
     assert result.describe["run"]["tiny-none-plain-sleeper-cpu"]["sleep_ms"] == 1.0
     assert set(result.seconds) == {"prepare", "trials"}
+    assert set(result.machine_load) == {"foreign_cpu", "steal", "seconds"}
+    trials_window = result.to_dict()["machine_load"]["seconds"]
+    assert trials_window == pytest.approx(result.seconds["trials"], abs=0.05)
 
 
 @pytest.mark.slow

@@ -267,7 +267,7 @@ def _rule(args: argparse.Namespace) -> str:
 
 
 def ab_document(record: dict[str, Any], verdicts: dict, args: argparse.Namespace) -> list[Any]:
-    from harness.report.document import Bullets, Heading, Paragraph, Table
+    from harness.report.document import Bullets, Heading, Paragraph, Table, machine_load_line
 
     counts = Counter(v.verdict for v in verdicts.values())
     sides = [
@@ -303,6 +303,7 @@ def ab_document(record: dict[str, Any], verdicts: dict, args: argparse.Namespace
             f"{seconds.get('prepare', 0):.0f} s; trials took {seconds.get('trials', 0):.0f} s"
             f"{serving}."
         ),
+        Paragraph(_sentence(machine_load_line({"trials": record.get("machine_load")}))),
     ]
     if record["serving_changes"]:
         blocks += serving_blocks(record["serving_changes"], args.alpha)
@@ -367,3 +368,7 @@ def _median_ms(record: dict[str, Any], key: tuple, side: str, percentile: int) -
             values = [visit[side][f"p{percentile}_ns"] for visit in row["visits"]]
             return statistics.median(values) / 1e6
     return math.nan
+
+
+def _sentence(line: str) -> str:
+    return line[0].upper() + line[1:] + "."

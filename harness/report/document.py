@@ -137,6 +137,29 @@ def _isa_line(env: dict[str, Any]) -> str:
     return "ISA features: " + (", ".join(isa) or "none of those the harness looks for")
 
 
+_PHASE_NAMES = {"latency": "latency phase", "trials": "trial phase"}
+
+
+def machine_load_line(machine_load: dict[str, Any] | None) -> str:
+    """What other processes and the hypervisor took of the CPUs while each phase measured: a
+    latency from a loaded machine is not comparable with one from a quiet machine."""
+    if not machine_load:
+        return "machine load while measuring: not recorded"
+    parts = []
+    for phase, load in machine_load.items():
+        name = _PHASE_NAMES.get(phase, phase)
+        if not load or not load.get("seconds"):
+            parts.append(f"{name} not measured")
+        elif load.get("foreign_cpu") is None:
+            parts.append(f"{name} unknown (no /proc/stat)")
+        else:
+            parts.append(
+                f"{name} {fmt_percent(load['foreign_cpu'], 1)} of the CPUs to other processes, "
+                f"{fmt_percent(load['steal'], 1)} stolen by the hypervisor"
+            )
+    return "machine load while measuring: " + "; ".join(parts)
+
+
 def _machine_items(run: dict[str, Any]) -> list[str]:
     """Where and with what a run measured: the lines a reader needs before any number."""
     suite = run.get("suite") or {}
@@ -164,6 +187,7 @@ def _machine_items(run: dict[str, Any]) -> list[str]:
         + (", ".join(f"{k}={v}" for k, v in sorted(threads.items())) or "library defaults"),
         f"OS: {env.get('os', '-')}, Python {env.get('python', '-')}",
         f"harness {run.get('harness_version', '-')} at commit {env.get('git_sha') or '-'}",
+        machine_load_line(run.get("machine_load")),
     ]
     phases = run.get("phases") or {}
     if phases:

@@ -83,7 +83,8 @@ class RunTables:
     runs: list[dict[str, Any]]
     """One entry per run: run_id, started, harness_version, suite, environment, gemm_peak, shard
     (``{index, count}``, or None for a whole suite), and from the ``end`` record (absent if the
-    run was killed) finished, wall_seconds, phases."""
+    run was killed) finished, wall_seconds, phases and, in runs since it was recorded,
+    machine_load (:mod:`harness.machine_load`, per phase: ``latency`` and ``trials``)."""
     models: list[dict[str, Any]] = field(default_factory=list)
     trials: pd.DataFrame = field(default_factory=lambda: empty_frame(TRIAL_COLUMNS))
     """One row per trial of the run's trial phase (empty when it had none)."""
@@ -131,6 +132,8 @@ def _collect(
         if kind == "end":
             current.update({key: record.get(key) for key in ("finished", "wall_seconds", "phases")})
             current["gemm_peak_end"] = record.get("gemm_peak")
+            if "machine_load" in record:  # absent in runs from before it was recorded
+                current["machine_load"] = record["machine_load"]
         elif kind == "model":
             models[(run_id, *(record.get(k) for k in MODEL_IDENTITY))] = record | {"run_id": run_id}
         else:

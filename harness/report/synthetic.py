@@ -233,12 +233,25 @@ def trials_record(
     )
 
 
-def end_record() -> dict[str, Any]:
+def machine_load(
+    latency: float | None = 0.02, trials: float | None = 0.01, steal: float | None = 0.0
+) -> dict[str, Any]:
+    """The ``end`` record's ``machine_load``: the share of the CPUs others took in each phase
+    (None: no /proc/stat to read)."""
+    return {
+        "latency": {"foreign_cpu": latency, "steal": steal, "seconds": 30.0},
+        "trials": {"foreign_cpu": trials, "steal": steal, "seconds": 12.0},
+    }
+
+
+def end_record(load: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A run's last record; ``load`` is its ``machine_load`` (default :func:`machine_load`)."""
     return {
         "type": "end",
         "finished": "2025-01-01T00:01:00+00:00",
         "wall_seconds": 60.0,
         "phases": {"train": 10.0, "export": 5.0, "accuracy": 2.0, "latency": 30.0},
+        "machine_load": machine_load() if load is None else load,
     }
 
 
