@@ -354,6 +354,9 @@ def judge_saved_runs(aa: list[Path], one_thread: list[Path], out: Path) -> dict[
         "each row on its own (--absolute)": judged_findings(
             held_out, one_thread, {"run": run_noise, "row": None}, out
         ),
+        "trial phase CPU share taken by other processes, per run (A/A, then 1-thread)": [
+            trial_phase_foreign_cpu(run) for run in (*aa, *one_thread)
+        ],
         "latency phase seconds per row (median over runs)": float(
             np.median([latency_phase_seconds(run) / rows for run in aa])
         ),
@@ -361,6 +364,13 @@ def judge_saved_runs(aa: list[Path], one_thread: list[Path], out: Path) -> dict[
             np.median([trial_phase_seconds(run) / rows for run in aa])
         ),
     }
+
+
+def trial_phase_foreign_cpu(run_dir: Path) -> float | None:
+    """What ``compare`` warns by: the run's trial-phase ``machine_load.foreign_cpu`` (None for a
+    run from before the record)."""
+    (run,) = json.loads((run_dir / "run.json").read_text())["runs"]
+    return ((run.get("machine_load") or {}).get("trials") or {}).get("foreign_cpu")
 
 
 def saved_runs(folder: Path, prefix: str) -> list[Path]:

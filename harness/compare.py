@@ -115,6 +115,8 @@ class Comparison:
     """Whether latency rows were judged relative to the run's level (its other rows)."""
     latency_note: str = ""
     """Why they were judged each on its own although relative judgement was asked for."""
+    load_warnings: list[str] = field(default_factory=list)
+    """Runs whose trial phase shared the machine with other work (``LOADED_SHARE``)."""
 
     @property
     def failures(self) -> list[Finding]:
@@ -205,6 +207,30 @@ def _isa_change(left: list[str], right: list[str]) -> str:
         if set(mine) - set(theirs)
     ]
     return f" ({'; '.join(parts)})" if parts else ""
+
+
+LOADED_SHARE = 0.10
+"""Share of the machine's CPU that other processes may take during a run's trial phase before
+compare warns: the noises were measured on a quiet machine, and runs measured beside other work
+gave false verdicts (README). A warning, not a calibrated bound."""
+
+
+def load_warnings(base: RunTables, new: RunTables, pairs: set[tuple[str, str]]) -> list[str]:
+    """One line per matched run whose trial phase others' processes took a share of."""
+    lines = []
+    for label, tables, run_ids in (
+        ("BASE", base, {pair[0] for pair in pairs}),
+        ("NEW", new, {pair[1] for pair in pairs}),
+    ):
+        for run in tables.runs:
+            trials = ((run.get("machine_load") or {}).get("trials")) or {}
+            share = trials.get("foreign_cpu")
+            if run["run_id"] in run_ids and share is not None and share > LOADED_SHARE:
+                lines.append(
+                    f"{label} run {run['run_id']}: other processes took {100 * share:.0f}% of "
+                    "the machine's CPU during its trial phase"
+                )
+    return lines
 
 
 def _identity(row: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -491,4 +517,5 @@ def compare_runs(base: RunTables, new: RunTables, options: CompareOptions) -> Co
         environment_differences=differences,
         latency_relative=judgement is not None and judgement.relative,
         latency_note="" if judgement is None else judgement.note,
+        load_warnings=[] if deterministic_only else load_warnings(base, new, pairs),
     )

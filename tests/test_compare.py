@@ -427,3 +427,29 @@ def test_when_most_rows_moved_each_row_is_judged_on_its_own_and_says_why(tmp_pat
     assert "run level" not in out
     keras = [line for line in out.splitlines() if "keras" in line and "p50_ms" in line]
     assert keras and all("improvement" not in line for line in keras)
+
+
+def with_trial_phase_load(folder: Path, foreign_cpu: float) -> Path:
+    """The run as if its trial phase had shared the machine: ``foreign_cpu`` of its CPU went
+    to other processes."""
+    run_json = folder / RUN_JSON
+    document = json.loads(run_json.read_text())
+    load = {"foreign_cpu": foreign_cpu, "steal": 0.0, "seconds": 30.0}
+    document["runs"][0]["machine_load"] = {"latency": load, "trials": load}
+    run_json.write_text(json.dumps(document))
+    return folder
+
+
+def test_a_run_measured_beside_other_work_is_named_with_its_share(tmp_path, capsys):
+    base = with_trial_phase_load(one_cell_run(tmp_path / "base", 1.0, 50, seed=1), 0.02)
+    new = with_trial_phase_load(one_cell_run(tmp_path / "new", 1.0, 50, seed=2), 0.35)
+    code, out, _ = compare(capsys, base, new)
+    assert code == 0
+    assert "Measured beside other work" in out
+    assert "NEW run new: other processes took 35% of the machine's CPU" in out
+    assert "BASE run" not in out  # 2% is a quiet machine
+    quiet = one_cell_run(tmp_path / "quiet", 1.0, 50, seed=3)  # a run without the record
+    code, out, _ = compare(capsys, base, quiet)
+    assert "beside other work" not in out
+    code, out, _ = compare(capsys, base, new, "--metrics", "deterministic")
+    assert "beside other work" not in out

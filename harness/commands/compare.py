@@ -114,6 +114,13 @@ SERVING_NOTE = (
 )
 
 
+LOADED_NOTE = (
+    "The latency verdicts assume runs measured on a quiet machine: their noises were measured "
+    "so, and runs measured beside other work gave false verdicts, since contention slows the "
+    "rows unevenly (README). Treat this comparison's latency verdicts with suspicion, and "
+    "measure again on a quiet machine, or with `harness ab`, which keeps both sides in the same "
+    "load."
+)
 RELATIVE_NOTE = (
     "Latency rows are judged relative to the run: a row's change is its own minus the mean "
     "change of the other rows that changed alike, since most of the spread between stored runs "
@@ -191,6 +198,12 @@ def comparison_document(comparison: Any, args: argparse.Namespace) -> list[Any]:
         ]
     if serving or any(f.metric == "serving_max_qps" for f in findings):
         blocks.append(Paragraph(SERVING_NOTE))
+    if comparison.load_warnings:
+        blocks += [
+            Heading(3, "Measured beside other work"),
+            Bullets(tuple(comparison.load_warnings)),
+            Paragraph(LOADED_NOTE),
+        ]
     if comparison.latency_note:
         blocks.append(Paragraph(f"Latency: {comparison.latency_note}."))
     elif comparison.latency_relative:
