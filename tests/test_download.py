@@ -273,25 +273,71 @@ def test_mirrors_from_the_environment_come_first_the_datasets_own_first_of_all(m
     assert with_mirrors(remote, "cifar10").urls[0] == "http://127.0.0.1:9/all/a.gz"
 
 
-@pytest.mark.slow
-def test_sigterm_during_a_fetch_leaves_nothing_in_the_data_folder(server, tmp_path):
-    for name in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"):
-        server.routes[f"/mirror/{name}"] = drip(100_000, every_s=0.01)
-    data_dir = tmp_path / "data"
-    env = os.environ | {"HARNESS_MIRROR_MNIST": f"{server.url}/mirror", "HARNESS_PLUGINS": "mnist"}
-    argv = [sys.executable, "-m", "harness", "data", "fetch", "mnist", "--data-dir", str(data_dir)]
+def drip_mnist(server, route: str) -> None:
+    """Every MNIST file under ``route``, announced at the size MNIST expects (so that no location
+    is refused for its size), sent a byte every 10 ms."""
+    for remote in MnistDataset().remote_files():
+        announced = getattr(remote, "size", None) or 100_000
+        server.routes[f"{route}/{remote.filename}"] = drip(announced, every_s=0.01)
+
+
+def sigterm_mid_fetch(server, argv: list[str], env: dict[str, str], data_dir: Path):
+    """Run ``argv`` (no mirror from this environment, ``env`` added), SIGTERM it once the server
+    is sending it a file; its exit status and stderr."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HARNESS_MIRROR")} | env
     fetch = subprocess.Popen(argv, env=env, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 60
-        while not (data_dir.is_dir() and list(data_dir.glob(".*.part"))):
+        while not (server.requests and list(data_dir.glob(".*.part"))):
             assert fetch.poll() is None and time.monotonic() < deadline, "no download started"
             time.sleep(0.05)
+        time.sleep(0.3)  # the body is coming
         fetch.send_signal(signal.SIGTERM)
         _, stderr = fetch.communicate(timeout=30)
     finally:
         fetch.kill()
-    assert fetch.returncode == 128 + signal.SIGTERM, stderr
+    return fetch.returncode, stderr
+
+
+@pytest.mark.slow
+def test_sigterm_during_a_fetch_leaves_nothing_in_the_data_folder(server, tmp_path):
+    drip_mnist(server, "/mirror")
+    data_dir = tmp_path / "data"
+    env = {"HARNESS_MIRROR_MNIST": f"{server.url}/mirror", "HARNESS_PLUGINS": "mnist"}
+    argv = [sys.executable, "-m", "harness", "data", "fetch", "mnist", "--data-dir", str(data_dir)]
+    returncode, stderr = sigterm_mid_fetch(server, argv, env, data_dir)
+    assert returncode == 128 + signal.SIGTERM, stderr
     assert list(data_dir.iterdir()) == []
+    assert server.requests == ["/mirror/train-images-idx3-ubyte.gz"]  # stopped inside it
+
+
+REDIRECTED_FETCH = """
+import dataclasses, sys
+import harness.download
+from harness.cli import main
+
+own = harness.download.download
+
+def from_the_test_server(remote, data_dir, **options):
+    remote = dataclasses.replace(remote, urls=(f"{sys.argv[1]}/{remote.filename}",))
+    return own(remote, data_dir, **options)
+
+harness.download.download = from_the_test_server
+sys.exit(main(["data", "fetch", "mnist", "--data-dir", sys.argv[2]]))
+"""
+
+
+@pytest.mark.slow
+def test_sigterm_to_harness_data_fetch_mid_file_removes_its_part_file(server, tmp_path):
+    """No mirror setting needed: the command's own process points each file at the server."""
+    drip_mnist(server, "/own")
+    data_dir = tmp_path / "data"
+    argv = [sys.executable, "-c", REDIRECTED_FETCH, f"{server.url}/own", str(data_dir)]
+    returncode, stderr = sigterm_mid_fetch(server, argv, {"HARNESS_PLUGINS": "mnist"}, data_dir)
+    assert returncode == 128 + signal.SIGTERM, stderr
+    assert "stopped by SIGTERM" in stderr
+    assert list(data_dir.iterdir()) == []
+    assert server.requests == ["/own/train-images-idx3-ubyte.gz"]
 
 
 def test_the_suites_mirrors_come_after_the_environments_this_datasets_first(monkeypatch):
