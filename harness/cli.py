@@ -8,16 +8,20 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from types import FrameType
+from typing import Any
 
 from harness import __version__
 from harness.errors import EXIT_USAGE, HarnessError
 
 EXIT_INTERRUPTED = 128 + signal.SIGINT
 EXIT_TERMINATED = 128 + signal.SIGTERM
+RESIGNAL_DELAY_S = 0.01
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "list": ("harness.commands.list_plugins", "show datasets, models, backends and broken plugins"),
@@ -56,20 +60,39 @@ def _raise_terminated(signum: int, frame: FrameType | None) -> None:
     raise Terminated
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def _signal_again(unraisable: Any) -> None:
+    """Python prints and drops an exception raised in a finalizer or a weakref callback: a
+    SIGTERM or Ctrl-C whose handler ran there would be lost, and the run would go on (seen in
+    the soak test). Send the signal again, from a thread a moment later, so that its handler
+    runs outside (sent from here, it would run in this hook and be dropped too)."""
+    for kind, signum in ((Terminated, signal.SIGTERM), (KeyboardInterrupt, signal.SIGINT)):
+        if isinstance(unraisable.exc_value, kind):
+            threading.Timer(RESIGNAL_DELAY_S, os.kill, (os.getpid(), signum)).start()
+            return
+    sys.__unraisablehook__(unraisable)
+
+
+def guarded(command: str, call: Callable[[], int]) -> int:
+    """Run a command with the exit codes of the module doc: SIGTERM and Ctrl-C unwind it as an
+    exception (the running worker's group is killed, the journal keeps what finished)."""
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    previous_hook, sys.unraisablehook = sys.unraisablehook, _signal_again
     try:
-        return int(args.handler(args))
+        return int(call())
     except HarnessError as exc:
-        print(f"harness {args.command}: error: {exc}", file=sys.stderr)
+        print(f"harness {command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except Terminated:
-        print(f"harness {args.command}: stopped by SIGTERM", file=sys.stderr)
+        print(f"harness {command}: stopped by SIGTERM", file=sys.stderr)
         return EXIT_TERMINATED
     except KeyboardInterrupt:
-        print(f"harness {args.command}: interrupted", file=sys.stderr)
+        print(f"harness {command}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     finally:
+        sys.unraisablehook = previous_hook
         signal.signal(signal.SIGTERM, previous)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return guarded(args.command, lambda: args.handler(args))

@@ -45,9 +45,10 @@ import numpy as np
 
 from harness.errors import HarnessError
 from harness.latency import measure
+from harness.lifetime import RUNNER_PID_VARIABLE
 from harness.memory import ResidentMemory, limit_error
 from harness.suite import LatencyConfig
-from harness.worker import POLL_INTERVAL_S, RUNNER_PID_VARIABLE
+from harness.worker import POLL_INTERVAL_S
 
 TRIAL_QUANTILES = (10, 50, 90, 99)
 """The percentiles every trial reports (numpy's ``linear`` method, as the run reports)."""
@@ -174,7 +175,7 @@ class TrialWorker:
         self._log = log_path.open("wb")
         try:
             # A session of its own, so that closing it takes what a plugin started, too; the
-            # runner's pid, so that it dies with the coordinator (harness.worker.die_with_parent).
+            # runner's pid, so that it dies with the coordinator (harness.lifetime.die_with_parent).
             self._process = subprocess.Popen(
                 [python, "-m", "harness.trial_worker"],
                 stdin=subprocess.PIPE,
@@ -266,7 +267,7 @@ class TrialWorker:
 
 
 def main() -> int:
-    from harness.worker import die_with_parent
+    from harness.lifetime import die_with_parent
 
     die_with_parent()
     replies = os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1)

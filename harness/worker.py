@@ -24,7 +24,6 @@ Child entry point: ``python -m harness.worker SPEC.json RESULT.json``.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import faulthandler
 import json
 import os
@@ -32,7 +31,6 @@ import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 import traceback
 from dataclasses import asdict, dataclass, field
@@ -44,6 +42,7 @@ import numpy as np
 from harness.api import Predictor, TrainedModel
 from harness.errors import DeviceUnavailable
 from harness.latency import LatencyStats, measure
+from harness.lifetime import RUNNER_PID_VARIABLE, die_with_parent
 from harness.memory import (
     MIB,
     ResidentMemory,
@@ -56,9 +55,6 @@ from harness.suite import LatencyConfig, ServingConfig
 EVAL_CHUNK = 256
 """Images per call when scoring the whole evaluation set."""
 STDERR_TAIL_CHARS = 4000
-RUNNER_PID_VARIABLE = "HARNESS_RUNNER_PID"
-"""Set by the runner for its workers: the pid a worker checks its parent against at start."""
-WATCHDOG_INTERVAL_S = 0.5
 POLL_INTERVAL_S = 0.05
 """How often the runner looks at a running worker's memory and clock."""
 LIKELY_OOM_FRACTION = 0.5
@@ -67,8 +63,6 @@ most likely the out-of-memory killer's victim."""
 HARNESS_DIR = Path(__file__).resolve().parent
 FRAME_LINE = re.compile(r'^\s+File "(?P<file>[^"]*)", line (?P<line>\d+),? in (?P<name>\S.*)$')
 """A frame in a traceback (``, in f``) or in faulthandler's dump (`` in f``)."""
-PR_SET_PDEATHSIG = 1
-"""From <linux/prctl.h>."""
 
 
 @dataclass(frozen=True)
@@ -497,39 +491,6 @@ def _kill_group(child: subprocess.Popen[bytes]) -> None:
     with contextlib.suppress(ProcessLookupError):  # the group may be empty by now
         os.killpg(child.pid, signal.SIGKILL)
     child.wait()
-
-
-def die_with_parent() -> None:
-    """Make this worker die when its runner dies, whatever killed the runner (even SIGKILL).
-
-    On Linux the kernel sends SIGKILL (``PR_SET_PDEATHSIG``); elsewhere a watchdog thread
-    kills the worker's process group once the parent changes. A runner that died before this
-    call is caught by comparing the parent with the pid the runner passed down.
-    """
-    expected = int(os.environ.get(RUNNER_PID_VARIABLE) or os.getppid())
-    if not _set_parent_death_signal():
-        threading.Thread(target=_watch_parent, args=(expected,), daemon=True).start()
-    if os.getppid() != expected:
-        print(f"worker: runner pid {expected} is gone; exiting", file=sys.stderr)
-        os._exit(1)
-
-
-def _set_parent_death_signal() -> bool:
-    """Ask Linux to SIGKILL this process when its parent dies; False where that is not possible.
-
-    The signal comes when the thread that started the worker exits, so the runner starts
-    workers from its main thread.
-    """
-    if not sys.platform.startswith("linux"):
-        return False
-    libc = ctypes.CDLL(None, use_errno=True)
-    return libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0
-
-
-def _watch_parent(expected: int) -> None:
-    while os.getppid() == expected:
-        time.sleep(WATCHDOG_INTERVAL_S)
-    os.killpg(os.getpgrp(), signal.SIGKILL)
 
 
 def main(argv: list[str] | None = None) -> int:

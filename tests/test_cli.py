@@ -118,3 +118,30 @@ def test_a_data_error_is_exit_2_naming_the_file_before_a_run_folder_is_made(tmp_
     assert main([*argv, "--out", str(tmp_path / "runs"), "--no-progress"]) == 2
     assert "t10k-labels-idx1-ubyte" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_sigterm_whose_handler_ran_in_a_weakref_callback_still_stops_the_command():
+    """Python drops an exception raised in a weakref callback; the SIGTERM must not be lost."""
+    import signal
+    import time
+    import weakref
+
+    from harness.cli import EXIT_TERMINATED, guarded
+
+    class Owner:
+        pass
+
+    def callback(_ref: object) -> None:
+        os.kill(os.getpid(), signal.SIGTERM)
+        sum(range(100_000))  # the handler runs in here; its exception is dropped
+
+    def command() -> int:
+        owner = Owner()
+        ref = weakref.ref(owner, callback)
+        del owner
+        time.sleep(3)
+        return 0 if ref is not None else 1
+
+    started = time.monotonic()
+    assert guarded("test", command) == EXIT_TERMINATED
+    assert time.monotonic() - started < 2

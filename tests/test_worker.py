@@ -23,9 +23,9 @@ import pytest
 
 from harness.api import TrainedModel
 from harness.latency import LatencyStats
+from harness.lifetime import RUNNER_PID_VARIABLE
 from harness.suite import LatencyConfig
 from harness.worker import (
-    RUNNER_PID_VARIABLE,
     CellSpec,
     describe_fault,
     gpu_memory_bytes,
@@ -400,7 +400,7 @@ KeyboardInterrupt: stop
             Path("/plugins/harness_fancy"),
             "KeyboardInterrupt: stop (at /plugins/harness_fancy/backend.py:12 in predict)",
         ),
-        ("worker: runner pid 1 is gone; exiting\n", None, None),
+        ("harness: parent pid 1 is gone; exiting\n", None, None),
     ],
     ids=["faulthandler", "faulthandler-no-plugin", "traceback", "neither"],
 )
@@ -656,7 +656,7 @@ def test_a_process_a_plugin_left_behind_goes_when_its_worker_exits(
 
 
 def test_a_worker_whose_runner_died_before_it_started_exits_at_once(tmp_path: Path) -> None:
-    code = "from harness.worker import die_with_parent; die_with_parent(); print('still here')"
+    code = "from harness.lifetime import die_with_parent; die_with_parent(); print('still here')"
     gone_runner = {RUNNER_PID_VARIABLE: "999999999"}  # not this child's parent
     child = subprocess.run(
         [sys.executable, "-c", code],
@@ -666,7 +666,7 @@ def test_a_worker_whose_runner_died_before_it_started_exits_at_once(tmp_path: Pa
         timeout=60,
     )
     assert child.returncode == 1
-    assert "runner pid 999999999 is gone" in child.stderr
+    assert "parent pid 999999999 is gone" in child.stderr
     assert "still here" not in child.stdout
 
 

@@ -7,7 +7,9 @@ deadlock) when the report starts and imports matplotlib while this process reads
 Each figure is a task of its own: the second process draws from the front of the list; once
 this process has written the data files, it draws the figures not yet started from the back, so
 both cores stay busy to the end. Where a process cannot be started (e.g. inside a daemonic
-worker), or dies, the figures are drawn here.
+worker), or dies, the figures are drawn here. The process dies with this one
+(:mod:`harness.lifetime`): a runner killed while writing its reports leaves no plot process
+behind, nor multiprocessing's resource tracker, which exits once no process holds its pipe.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
+from harness.lifetime import die_with_parent_process
 from harness.report.frames import RunTables
 from harness.report.plots import Plot, PlotTask, load_matplotlib, plot_tasks
 
@@ -29,7 +32,11 @@ class PlotWorker:
         self._tasks: list[PlotTask] | None = None
         self._futures: list[Future[Plot | None] | None] = []
         try:
-            self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+            self._pool = ProcessPoolExecutor(
+                1,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=die_with_parent_process,
+            )
             self._pool.submit(load_matplotlib)
         except (OSError, AssertionError, BrokenProcessPool):
             # AssertionError: a daemonic process may not have children.
