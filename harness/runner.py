@@ -18,11 +18,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from harness import __version__
-from harness.api import LabelledImages, ParityTolerance, TrainedModel
+from harness.api import LabelledImages, TrainedModel
 from harness.errors import HarnessError
 from harness.journal import JOURNAL_NAME, Journal
 from harness.machine_load import MachineLoad
 from harness.planner import CellKey, ModelKey, ModelPlan, Shard, plan_cells, shard_plans
+from harness.records import CellRecord, ModelRecord, TrainingRecord
 from harness.registry import Registry
 from harness.suite import Suite, suite_from_dict
 
@@ -414,24 +415,22 @@ class Runner:
         )
         if not journaled:
             labels = range(dataset.num_classes)
+            confusion = confusion_matrix(eval_set.labels, predictions, labels=labels)
             self.journal.append(
-                {
-                    "type": "model",
-                    "dataset": key.dataset,
-                    "model": key.model,
-                    "variant": key.variant,
-                    "cache_key": cached.trained.cache_key,
-                    "cache_hit": cached.hit,
-                    "counts": count_model(model).to_dict(),
-                    "training": _training_summary(cached.record),
-                    "keras_bytes": cached.trained.keras_path.stat().st_size,
-                    "test_accuracy": float((predictions == eval_set.labels).mean()),
-                    "num_eval": len(eval_set),
-                    "class_names": list(dataset.class_names),
-                    "confusion": confusion_matrix(
-                        eval_set.labels, predictions, labels=labels
-                    ).tolist(),
-                }
+                ModelRecord(
+                    dataset=key.dataset,
+                    model=key.model,
+                    variant=key.variant,
+                    cache_key=cached.trained.cache_key,
+                    cache_hit=cached.hit,
+                    counts=count_model(model).to_dict(),
+                    training=_training_summary(cached.record),
+                    keras_bytes=cached.trained.keras_path.stat().st_size,
+                    test_accuracy=float((predictions == eval_set.labels).mean()),
+                    num_eval=len(eval_set),
+                    class_names=list(dataset.class_names),
+                    confusion=confusion.tolist(),
+                ).to_dict()
             )
         self.phases["accuracy"] += time.perf_counter() - t0
         trained = cached.trained
@@ -472,42 +471,43 @@ class Runner:
         record = run_cell_subprocess(
             spec, self.suite.worker_timeout_s, self.run_dir / "work", limit
         )
-        for phase, seconds in (record.get("phases") or {}).items():
+        cell_record = CellRecord.from_dict(record)
+        for phase, seconds in cell_record.phases.items():
             if seconds is not None:
                 self.phases[phase] += seconds
         p50s = ", ".join(
-            f"batch {b['batch_size']}: p50 {b['stats']['p50_ms']:.3f} ms"
-            for b in record.get("batches") or []
+            f"batch {b.batch_size}: p50 {b.stats.p50_ms:.3f} ms"
+            for b in cell_record.batches
+            if b.stats is not None
         )
-        error = f": {record['error']}" if record.get("error") else ""
-        outcome = f"{record['status']}{_parity_failure(record)}{error}"
+        error = f": {cell_record.error}" if cell_record.error else ""
+        outcome = f"{cell_record.status}{_parity_failure(cell_record)}{error}"
         self.log(f"{label}: {outcome}{' (' + p50s + ')' if p50s else ''}")
         return record
 
 
-def _parity_failure(record: dict[str, Any]) -> str:
+def _parity_failure(record: CellRecord) -> str:
     """What the console says of a cell whose logits are outside its backend's tolerance: its
     status stays ``ok`` (it was measured), so this is the only place a person sees it live."""
-    if record.get("parity_ok") is not False:
+    if record.parity_ok is not False:
         return ""
     return (
-        f", parity FAILED (agreement {record['parity_top1_agreement']:.2%}, max diff "
-        f"{record['parity_max_abs_diff']:.3g}, tolerance "
-        f"{ParityTolerance(**record['parity_tolerance'])})"
+        f", parity FAILED (agreement {record.parity_top1_agreement:.2%}, max diff "
+        f"{record.parity_max_abs_diff:.3g}, tolerance {record.parity_tolerance})"
     )
 
 
-def _training_summary(sidecar: dict[str, Any]) -> dict[str, Any]:
-    """The journal's ``training`` fields, from the trained-model cache's sidecar."""
+def _training_summary(sidecar: dict[str, Any]) -> TrainingRecord:
+    """The model record's ``training``, from the trained-model cache's sidecar."""
     training = sidecar["training"]
-    return {
-        "steps": training["steps"],
-        "batch_size": training["batch_size"],
-        "learning_rate": sidecar["key_inputs"]["recipe"]["learning_rate"],
-        "seed": training["seed"],
-        "train_images": training["train_images"],
-        "train_seconds": training["seconds"],
-        "images_per_s": training["images_per_second"],
-        "history": training["history"],
-        "test_accuracy": sidecar["test_accuracy"],
-    }
+    return TrainingRecord(
+        steps=training["steps"],
+        batch_size=training["batch_size"],
+        learning_rate=sidecar["key_inputs"]["recipe"]["learning_rate"],
+        seed=training["seed"],
+        train_images=training["train_images"],
+        train_seconds=training["seconds"],
+        images_per_s=training["images_per_second"],
+        history=training["history"],
+        test_accuracy=sidecar["test_accuracy"],
+    )

@@ -50,6 +50,7 @@ from harness.memory import (
     limit_error,
     machine_memory_bytes,
 )
+from harness.records import BatchRecord, CellRecord
 from harness.suite import LatencyConfig, ServingConfig
 
 EVAL_CHUNK = 256
@@ -114,37 +115,22 @@ class CellSpec:
         )
 
 
-def empty_record(spec: CellSpec, status: str, error: str | None) -> dict[str, Any]:
+def empty_record(spec: CellSpec, status: str, error: str | None) -> CellRecord:
     """A cell record with nothing measured yet."""
-    return {
-        "type": "cell",
-        "dataset": spec.dataset,
-        "model": spec.model,
-        "variant": spec.variant,
-        "backend": spec.backend,
-        "device": spec.device,
-        "status": status,
-        "error": error,
-        "prepare_s": None,
-        "first_inference_ms": None,
-        "accuracy": None,
-        "num_eval": None,
-        "parity_top1_agreement": None,
-        "parity_max_abs_diff": None,
-        "parity_ok": None,
-        "parity_tolerance": None,
-        "peak_rss_bytes": None,
-        "peak_gpu_memory_bytes": None,
-        "describe": {},
-        "phases": {"prepare": None, "accuracy": None, "latency": None},
-        "worker_seconds": None,
-        "batches": [],
-        "serving": None,
-    }
+    return CellRecord(
+        dataset=spec.dataset,
+        model=spec.model,
+        variant=spec.variant,
+        backend=spec.backend,
+        device=spec.device,
+        status=status,
+        error=error,
+    )
 
 
 def run_cell(spec: CellSpec) -> dict[str, Any]:
-    """Measure one cell in this process; every exception becomes the record's status."""
+    """Measure one cell in this process; every exception becomes the record's status. Returns
+    the journal's cell record (:meth:`harness.records.CellRecord.to_dict`)."""
     from harness.plugins import get_registry
 
     started = time.perf_counter()
@@ -161,23 +147,28 @@ def run_cell(spec: CellSpec) -> dict[str, Any]:
         try:
             predictor = backend.prepare(spec.trained, spec.device, spec.backend_options)
         except DeviceUnavailable as exc:
-            record.update(status="unavailable", error=str(exc))
-            return record
-        record["prepare_s"] = record["phases"]["prepare"] = time.perf_counter() - before
+            record.status, record.error = "unavailable", str(exc)
+            return _finished(record, started)
+        record.prepare_s = record.phases["prepare"] = time.perf_counter() - before
         try:
             _measure_predictor(predictor, spec, images, labels, reference, record)
             if spec.serving.measures(spec.dataset, spec.variant):
                 _measure_serving(predictor, spec, images, record)
             if spec.device != "cpu":
-                record["peak_gpu_memory_bytes"] = gpu_memory_bytes()
+                record.peak_gpu_memory_bytes = gpu_memory_bytes()
         finally:
             predictor.close()
     except Exception as exc:
-        record.update(status="failed", error=describe_exception(exc, plugin_root), batches=[])
-    finally:
-        record["peak_rss_bytes"] = peak_rss_bytes()
-        record["worker_seconds"] = time.perf_counter() - started
-    return record
+        record.status, record.error = "failed", describe_exception(exc, plugin_root)
+        record.batches = []
+    return _finished(record, started)
+
+
+def _finished(record: CellRecord, started: float) -> dict[str, Any]:
+    """The journal's record of a cell ending now, with the worker's memory and time."""
+    record.peak_rss_bytes = peak_rss_bytes()
+    record.worker_seconds = time.perf_counter() - started
+    return record.to_dict()
 
 
 def _measure_predictor(
@@ -186,7 +177,7 @@ def _measure_predictor(
     images: np.ndarray,
     labels: np.ndarray,
     reference: np.ndarray,
-    record: dict[str, Any],
+    record: CellRecord,
 ) -> None:
     """Accuracy, parity with the reference (judged by the backend's declared tolerance, which
     the record keeps), then latency per batch size."""
@@ -194,7 +185,7 @@ def _measure_predictor(
 
     before = time.perf_counter()
     predictor.predict(images[:1])
-    record["first_inference_ms"] = (time.perf_counter() - before) * 1000
+    record.first_inference_ms = (time.perf_counter() - before) * 1000
 
     before = time.perf_counter()
     logits = np.concatenate(
@@ -209,15 +200,13 @@ def _measure_predictor(
     agreement = float(np.mean(predicted == reference.argmax(axis=1)))
     max_diff = float(np.max(np.abs(logits.astype(np.float64) - reference)))
     tolerance = get_registry().backend(spec.backend).parity
-    record.update(
-        accuracy=float(np.mean(predicted == labels)),
-        num_eval=len(labels),
-        parity_top1_agreement=agreement,
-        parity_max_abs_diff=max_diff,
-        parity_ok=tolerance.holds(agreement, max_diff),
-        parity_tolerance=asdict(tolerance),
-    )
-    record["phases"]["accuracy"] = time.perf_counter() - before
+    record.accuracy = float(np.mean(predicted == labels))
+    record.num_eval = len(labels)
+    record.parity_top1_agreement = agreement
+    record.parity_max_abs_diff = max_diff
+    record.parity_ok = tolerance.holds(agreement, max_diff)
+    record.parity_tolerance = tolerance
+    record.phases["accuracy"] = time.perf_counter() - before
 
     before = time.perf_counter()
     order = np.random.default_rng(spec.seed).permutation(len(images))
@@ -226,27 +215,27 @@ def _measure_predictor(
         batch = np.ascontiguousarray(images[np.resize(order, batch_size)])
         samples = measure(lambda batch=batch: predictor.predict(batch), spec.latency)
         batches.append(
-            {
-                "batch_size": batch_size,
-                "stats": LatencyStats.from_samples(samples, batch_size).to_dict(),
-                "samples_ns": samples.tolist(),
-            }
+            BatchRecord(
+                batch_size=batch_size,
+                stats=LatencyStats.from_samples(samples, batch_size),
+                samples_ns=samples.tolist(),
+            )
         )
-    record["phases"]["latency"] = time.perf_counter() - before
-    record["describe"] = predictor.describe()
-    record["batches"] = batches
+    record.phases["latency"] = time.perf_counter() - before
+    record.describe = predictor.describe()
+    record.batches = batches
 
 
 def _measure_serving(
-    predictor: Predictor, spec: CellSpec, images: np.ndarray, record: dict[str, Any]
+    predictor: Predictor, spec: CellSpec, images: np.ndarray, record: CellRecord
 ) -> None:
     """The Server and Offline scenarios (:mod:`harness.serving`) on the same predictor."""
     from harness.serving import measure_serving
 
     before = time.perf_counter()
     bound_ms = spec.serving.bound_for(spec.dataset, spec.variant, model=spec.model)
-    record["serving"] = measure_serving(predictor, images, spec.serving, bound_ms, spec.seed)
-    record["phases"]["serving"] = time.perf_counter() - before
+    record.serving = measure_serving(predictor, images, spec.serving, bound_ms, spec.seed)
+    record.phases["serving"] = time.perf_counter() - before
 
 
 def describe_exception(exc: BaseException, plugin_root: Path | None = None) -> str:
@@ -417,7 +406,7 @@ def run_cell_subprocess(
     elif ending == "oom":
         assert memory_limit_bytes is not None
         record = empty_record(spec, "oom", limit_error(memory.peak, memory_limit_bytes))
-        record["peak_rss_bytes"] = memory.peak
+        record.peak_rss_bytes = memory.peak
     elif returncode == 0 and result_path.is_file():
         return json.loads(result_path.read_text())
     else:
@@ -427,8 +416,8 @@ def run_cell_subprocess(
         tail = EXTENSION_MODULES.sub("", log)[-STDERR_TAIL_CHARS:].strip()
         error = f"{how}{': ' + fault if fault else ''}\nlog {log_path} ends with:\n{tail}"
         record = empty_record(spec, "crashed", error)
-    record["worker_seconds"] = time.perf_counter() - started
-    return record
+    record.worker_seconds = time.perf_counter() - started
+    return record.to_dict()
 
 
 EXTENSION_MODULES = re.compile(r"^Extension modules: .*(\n|$)", re.MULTILINE)

@@ -13,6 +13,7 @@ from harness import hookimpl, testing
 from harness.api import Backend, ParityTolerance, Predictor, TrainedModel
 from harness.planner import CellKey, ModelKey
 from harness.plugins import get_registry
+from harness.records import CellRecord
 from harness.runner import Runner
 from harness.suite import LatencyConfig, load_suite
 from harness.testing import ConformanceError
@@ -131,16 +132,18 @@ def console_line(record: dict[str, Any], tmp_path: Path, monkeypatch) -> str:
 
 
 def cell_record(agreement: float, max_diff: float, ok: bool) -> dict[str, Any]:
-    return {
-        "status": "ok",
-        "error": None,
-        "parity_top1_agreement": agreement,
-        "parity_max_abs_diff": max_diff,
-        "parity_ok": ok,
-        "parity_tolerance": {"min_top1_agreement": 0.9, "max_abs_logit_diff": 0.05},
-        "phases": {},
-        "batches": [],
-    }
+    return CellRecord(
+        dataset="mnist",
+        model="book_cnn",
+        variant="pool",
+        backend="loose_pixels",
+        device="cpu",
+        status="ok",
+        parity_top1_agreement=agreement,
+        parity_max_abs_diff=max_diff,
+        parity_ok=ok,
+        parity_tolerance=ParityTolerance(min_top1_agreement=0.9, max_abs_logit_diff=0.05),
+    ).to_dict()
 
 
 def test_a_cell_outside_its_tolerance_says_so_on_the_console(tmp_path, monkeypatch) -> None:

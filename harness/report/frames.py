@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from harness.errors import DataError
+from harness.records import CellRecord, ModelRecord
 from harness.report.schema import (
     CELL_IDENTITY,
     CORE_DESCRIBE_KEYS,
@@ -110,10 +111,10 @@ def _text(value: Any) -> str | None:
 
 def _collect(
     records: list[dict[str, Any]], source: Path
-) -> tuple[list[dict[str, Any]], dict[tuple, dict[str, Any]], dict[tuple, dict[str, Any]]]:
+) -> tuple[list[dict[str, Any]], dict[tuple, dict[str, Any]], dict[tuple, CellRecord]]:
     runs: dict[str, dict[str, Any]] = {}
     models: dict[tuple, dict[str, Any]] = {}
-    cells: dict[tuple, dict[str, Any]] = {}
+    cells: dict[tuple, CellRecord] = {}
     current: dict[str, Any] | None = None
     for number, record in enumerate(records, start=1):
         kind = record["type"]
@@ -143,7 +144,7 @@ def _collect(
                     f"{source}: record {number} is a cell record without a complete identity "
                     f"({', '.join(CELL_IDENTITY)}): got {identity}"
                 )
-            cells[(run_id, *identity)] = record
+            cells[(run_id, *identity)] = CellRecord.from_dict(record)
     return list(runs.values()), models, cells
 
 
@@ -151,27 +152,27 @@ _RUN_KEYS = ("run_id", "started", "harness_version", "suite", "environment", "ge
 
 
 def _cell_rows(
-    run: dict[str, Any], model: dict[str, Any] | None, cell: dict[str, Any]
+    run: dict[str, Any], model: ModelRecord | None, cell: CellRecord
 ) -> list[dict[str, Any]]:
-    model = model or {}
-    counts = model.get("counts") or {}
-    training = model.get("training") or {}
-    describe = cell.get("describe") or {}
+    model = model or ModelRecord(dataset=cell.dataset, model=cell.model, variant=cell.variant)
+    counts = model.counts
+    training = model.training
+    describe = cell.describe
     environment = run.get("environment") or {}
-    base: dict[str, Any] = {key: cell.get(key) for key in CELL_IDENTITY}
+    base: dict[str, Any] = dict(zip(CELL_IDENTITY, cell.identity, strict=True))
     base |= {key: counts.get(key) for key in _COUNT_COLUMNS}
-    base |= {key: cell.get(key) for key in _CELL_COLUMNS}
+    base |= {key: getattr(cell, key) for key in _CELL_COLUMNS}
     base |= {
-        "status": cell.get("status"),
-        "error": _text(cell.get("error")),
-        "keras_bytes": model.get("keras_bytes"),
+        "status": cell.status,
+        "error": _text(cell.error),
+        "keras_bytes": model.keras_bytes,
         "onnx_bytes": describe.get("onnx_bytes"),
-        "train_steps": training.get("steps"),
-        "train_seconds": training.get("train_seconds"),
-        "train_images_per_s": training.get("images_per_s"),
-        "model_cache_hit": model.get("cache_hit"),
-        "test_accuracy": cell.get("accuracy"),
-        "reference_accuracy": model.get("test_accuracy"),
+        "train_steps": training.steps,
+        "train_seconds": training.train_seconds,
+        "train_images_per_s": training.images_per_s,
+        "model_cache_hit": model.cache_hit,
+        "test_accuracy": cell.accuracy,
+        "reference_accuracy": model.test_accuracy,
         "inference_path": _text(describe.get("inference_path")),
         "threads": _text(describe.get("threads")),
         "providers": _text(describe.get("providers")),
@@ -186,16 +187,15 @@ def _cell_rows(
         if key not in CORE_DESCRIBE_KEYS
     }
     base["peak_gflops"] = best_peak_gflops(run)
-    base |= _serving_columns(cell.get("serving") or {})
-    batches = cell.get("batches") or []
-    if batches:
+    base |= _serving_columns(cell.serving or {})
+    if cell.batches:
         return [
             _with_efficiency(
                 base
-                | {"batch_size": batch.get("batch_size")}
-                | {key: (batch.get("stats") or {}).get(key) for key in _STAT_COLUMNS}
+                | {"batch_size": batch.batch_size}
+                | {key: getattr(batch.stats, key, None) for key in _STAT_COLUMNS}
             )
-            for batch in batches
+            for batch in cell.batches
         ]
     # A cell that did not measure still shows, once per planned batch size, so that compare
     # can match it and the report can list its error.
@@ -219,11 +219,11 @@ def _serving_columns(serving: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def serving_curve_frame(cells: dict[tuple, dict[str, Any]]) -> pd.DataFrame:
+def serving_curve_frame(cells: dict[tuple, CellRecord]) -> pd.DataFrame:
     """Every Server scenario point of every cell (kept in the journal, not the summary)."""
     rows = []
     for (run_id, *identity), cell in cells.items():
-        server = (cell.get("serving") or {}).get("server") or {}
+        server = (cell.serving or {}).get("server") or {}
         cell_keys = dict(zip(CELL_IDENTITY, identity, strict=True)) | {"run_id": run_id}
         rows += [
             cell_keys
@@ -259,14 +259,14 @@ def _with_efficiency(row: dict[str, Any]) -> dict[str, Any]:
     return row | {"achieved_gflops": achieved, "peak_fraction": achieved / peak if peak else None}
 
 
-def _samples_frame(cells: dict[tuple, dict[str, Any]]) -> pd.DataFrame:
+def _samples_frame(cells: dict[tuple, CellRecord]) -> pd.DataFrame:
     keys: list[tuple] = []
     sample_lists: list[list[int]] = []
     for (run_id, *identity), cell in cells.items():
-        for batch in cell.get("batches") or []:
-            samples = batch.get("samples_ns") or []
+        for batch in cell.batches:
+            samples = batch.samples_ns
             if samples:
-                keys.append((run_id, *identity, batch.get("batch_size")))
+                keys.append((run_id, *identity, batch.batch_size))
                 sample_lists.append(samples)
     lengths = np.array([len(s) for s in sample_lists], dtype=np.int64)
     names = ["run_id", *IDENTITY]
@@ -353,7 +353,8 @@ def build_tables(records: list[dict[str, Any]], source: Path) -> RunTables:
     rows: list[dict[str, Any]] = []
     for (run_id, *identity), cell in cells.items():
         model = models.get((run_id, *identity[: len(MODEL_IDENTITY)]))
-        rows.extend(_cell_rows(runs_by_id[run_id], model, cell))
+        model_record = ModelRecord.from_dict(model) if model is not None else None
+        rows.extend(_cell_rows(runs_by_id[run_id], model_record, cell))
     summary = summary_from_rows(rows)
     if len(summary):
         summary = summary.sort_values(["run_id", *IDENTITY], kind="stable", ignore_index=True)

@@ -1,4 +1,5 @@
-"""Synthetic journal records in the runner's exact layout, for tests and benchmarks.
+"""Synthetic journal records in the runner's exact layout (built through :mod:`harness.records`),
+for tests and benchmarks.
 
 They let the report, compare and merge code be exercised without TensorFlow. The numbers are
 made up (latency samples are drawn from a normal distribution) and say nothing about models.
@@ -12,7 +13,10 @@ from typing import Any
 
 import numpy as np
 
+from harness.api import ParityTolerance
 from harness.journal import JOURNAL_NAME
+from harness.latency import LatencyStats
+from harness.records import BatchRecord, CellRecord, ModelRecord, TrainingRecord
 from harness.suite import Suite
 from harness.trials import journal_record
 
@@ -68,30 +72,30 @@ def model_record(
     confusion = np.diag(np.full(num_classes, 90))
     confusion[5, 3] = 13
     confusion[7, 9] = 4
-    return {
-        "type": "model",
-        "dataset": dataset,
-        "model": model,
-        "variant": variant,
-        "cache_key": f"{dataset}-{model}-{variant}",
-        "cache_hit": False,
-        "counts": counts,
-        "training": {
-            "steps": 10,
-            "batch_size": 50,
-            "learning_rate": 1e-4,
-            "seed": 0,
-            "train_seconds": 1.5,
-            "images_per_s": 333.0,
-            "history": {"loss": [2.3, 2.1], "accuracy": [0.1, 0.2]},
-            "test_accuracy": 0.9,
-        },
-        "keras_bytes": counts["weight_bytes"] + 20_000,
-        "test_accuracy": 0.9,
-        "num_eval": int(confusion.sum()),
-        "class_names": [str(i) for i in range(num_classes)],
-        "confusion": confusion.tolist(),
-    }
+    return ModelRecord(
+        dataset=dataset,
+        model=model,
+        variant=variant,
+        cache_key=f"{dataset}-{model}-{variant}",
+        cache_hit=False,
+        counts=counts,
+        training=TrainingRecord(
+            steps=10,
+            batch_size=50,
+            learning_rate=1e-4,
+            seed=0,
+            train_images=500,
+            train_seconds=1.5,
+            images_per_s=333.0,
+            history={"loss": [2.3, 2.1], "accuracy": [0.1, 0.2]},
+            test_accuracy=0.9,
+        ),
+        keras_bytes=counts["weight_bytes"] + 20_000,
+        test_accuracy=0.9,
+        num_eval=int(confusion.sum()),
+        class_names=[str(i) for i in range(num_classes)],
+        confusion=confusion.tolist(),
+    ).to_dict()
 
 
 def cell_record(
@@ -119,52 +123,56 @@ def cell_record(
             mean = float(ms.mean())
             std = float(ms.std(ddof=1)) if samples > 1 else 0.0
             batches.append(
-                {
-                    "batch_size": batch_size,
-                    "stats": {
-                        "iterations": samples,
-                        "total_seconds": float(ms.sum() / 1e3),
-                        "mean_ms": mean,
-                        "std_ms": std,
-                        "cv": std / mean,
-                        "min_ms": float(ms.min()),
-                        **{f"p{q}_ms": float(np.percentile(ms, q)) for q in (50, 90, 95, 99)},
-                        "max_ms": float(ms.max()),
-                        "throughput_ips": batch_size / mean * 1e3,
-                        "unstable": std / mean >= 0.1,
-                    },
-                    "samples_ns": ns.tolist(),
-                }
+                BatchRecord(
+                    batch_size=batch_size,
+                    stats=LatencyStats(
+                        iterations=samples,
+                        total_seconds=float(ms.sum() / 1e3),
+                        mean_ms=mean,
+                        std_ms=std,
+                        cv=std / mean,
+                        min_ms=float(ms.min()),
+                        p50_ms=float(np.percentile(ms, 50)),
+                        p90_ms=float(np.percentile(ms, 90)),
+                        p95_ms=float(np.percentile(ms, 95)),
+                        p99_ms=float(np.percentile(ms, 99)),
+                        max_ms=float(ms.max()),
+                        throughput_ips=batch_size / mean * 1e3,
+                        unstable=bool(std / mean >= 0.1),
+                    ),
+                    samples_ns=ns.tolist(),
+                )
             )
-    return {
-        "type": "cell",
-        "dataset": dataset,
-        "model": model,
-        "variant": variant,
-        "backend": backend,
-        "device": device,
-        "status": status,
-        "error": error,
-        "prepare_s": 0.5 if status == "ok" else None,
-        "first_inference_ms": 3.0 if status == "ok" else None,
-        "accuracy": accuracy if status == "ok" else None,
-        "num_eval": 100,
-        "parity_top1_agreement": 1.0 if status == "ok" else None,
-        "parity_max_abs_diff": 1e-5 if status == "ok" else None,
-        "parity_ok": True if status == "ok" else None,
-        "peak_rss_bytes": 500_000_000,
-        "peak_gpu_memory_bytes": 700_000_000 if device != "cpu" and status == "ok" else None,
-        "describe": {
+    ok = status == "ok"
+    return CellRecord(
+        dataset=dataset,
+        model=model,
+        variant=variant,
+        backend=backend,
+        device=device,
+        status=status,
+        error=error,
+        prepare_s=0.5 if ok else None,
+        first_inference_ms=3.0 if ok else None,
+        accuracy=accuracy if ok else None,
+        num_eval=100,
+        parity_top1_agreement=1.0 if ok else None,
+        parity_max_abs_diff=1e-5 if ok else None,
+        parity_ok=True if ok else None,
+        parity_tolerance=ParityTolerance() if ok else None,
+        peak_rss_bytes=500_000_000,
+        peak_gpu_memory_bytes=700_000_000 if device != "cpu" and ok else None,
+        describe={
             "inference_path": "InferenceSession.run" if backend == "onnxruntime" else "tf.function",
             "threads": {"intra_op": 2},
             "providers": ["CPUExecutionProvider"] if backend == "onnxruntime" else None,
             "onnx_bytes": 3_000_000 if backend == "onnxruntime" else None,
             "opset": 17 if backend == "onnxruntime" else None,
         },
-        "phases": {"prepare": 0.5, "accuracy": 0.2, "latency": 1.0},
-        "worker_seconds": 4.0,
-        "batches": batches,
-    }
+        phases={"prepare": 0.5, "accuracy": 0.2, "latency": 1.0},
+        worker_seconds=4.0,
+        batches=batches,
+    ).to_dict()
 
 
 def serving_entry(
