@@ -229,17 +229,7 @@ def _visit(
     progress: bool,
     rng: random.Random,
 ) -> None:
-    from tqdm import tqdm
-
-    bar = tqdm(
-        total=len(rows) * config.rounds,
-        desc="trials",
-        unit="visit",
-        disable=not progress,
-        file=sys.stderr,
-        dynamic_ncols=True,
-    )
-    with bar:
+    with _visits_bar(len(rows) * config.rounds, "trials", progress) as bar:
         for round_index in range(config.rounds):
             worker_index = round_index % config.workers
             for row in rng.sample(rows, len(rows)):
@@ -268,6 +258,20 @@ def _visit(
                 bar.update()
 
 
+def _visits_bar(total: int, desc: str, progress: bool) -> Any:
+    """The progress bar of a phase's visits, on stderr like every progress bar here."""
+    from tqdm import tqdm
+
+    return tqdm(
+        total=total,
+        desc=desc,
+        unit="visit",
+        disable=not progress,
+        file=sys.stderr,
+        dynamic_ncols=True,
+    )
+
+
 def _visit_serving(
     cells: list[CellSpec],
     sides: list[str],
@@ -278,18 +282,8 @@ def _visit_serving(
 ) -> list[ServingTrials]:
     """Every round, each cell in a fresh random order, its sides in coin order, on the round's
     workers; a round's seed (the cell's plus the round) gives both sides one arrival schedule."""
-    from tqdm import tqdm
-
     results = {spec.label: ServingTrials(cell_key(spec)) for spec in cells}
-    bar = tqdm(
-        total=len(cells) * config.serving_rounds,
-        desc="serving",
-        unit="visit",
-        disable=not progress,
-        file=sys.stderr,
-        dynamic_ncols=True,
-    )
-    with bar:
+    with _visits_bar(len(cells) * config.serving_rounds, "serving", progress) as bar:
         for round_index in range(config.serving_rounds):
             worker_index = round_index % config.workers
             for spec in rng.sample(cells, len(cells)):
