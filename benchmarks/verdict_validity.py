@@ -244,15 +244,15 @@ def compare_pairs(
 
 
 def _run_rows(path: Path) -> dict[tuple, tuple[float, float]]:
-    """Each row's mean log trial latency and the variance of that mean."""
+    """Each row's (backend, batch size) mean log trial latency and the variance of that mean,
+    from the trials ``compare`` judges."""
+    from harness.report.frames import trial_logs
     from harness.report.store import read_report_folder
 
-    rows = {}
-    trials = read_report_folder(path).trials
-    for key, group in trials.groupby(["backend", "batch_size"], observed=True):
-        logs = np.log(group["p50_ns"].to_numpy(dtype=np.float64))
-        rows[key] = (logs.mean(), logs.var(ddof=1) / logs.size)
-    return rows
+    return {
+        (key[4], key[6]): (logs.mean(), logs.var(ddof=1) / logs.size)
+        for key, logs in trial_logs(read_report_folder(path).trials).items()
+    }
 
 
 def calibrate_run_noise(runs: list[Path]) -> dict[str, Any]:
@@ -367,10 +367,11 @@ def judge_saved_runs(aa: list[Path], one_thread: list[Path], out: Path) -> dict[
 
 
 def trial_phase_foreign_cpu(run_dir: Path) -> float | None:
-    """What ``compare`` warns by: the run's trial-phase ``machine_load.foreign_cpu`` (None for a
-    run from before the record)."""
+    """What ``compare`` warns by, for a run folder."""
+    from harness.machine_load import trial_phase_foreign_cpu as share
+
     (run,) = json.loads((run_dir / "run.json").read_text())["runs"]
-    return ((run.get("machine_load") or {}).get("trials") or {}).get("foreign_cpu")
+    return share(run)
 
 
 def saved_runs(folder: Path, prefix: str) -> list[Path]:

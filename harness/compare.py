@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from harness.errors import DataError, HarnessError
+from harness.machine_load import trial_phase_foreign_cpu
 from harness.report.frames import RunTables, trial_logs
 from harness.report.schema import IDENTITY
 from harness.report.store import summary_records
@@ -223,8 +224,7 @@ def load_warnings(base: RunTables, new: RunTables, pairs: set[tuple[str, str]]) 
         ("NEW", new, {pair[1] for pair in pairs}),
     ):
         for run in tables.runs:
-            trials = ((run.get("machine_load") or {}).get("trials")) or {}
-            share = trials.get("foreign_cpu")
+            share = trial_phase_foreign_cpu(run)
             if run["run_id"] in run_ids and share is not None and share > LOADED_SHARE:
                 lines.append(
                     f"{label} run {run['run_id']}: other processes took {100 * share:.0f}% of "

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -154,3 +154,9 @@ class MachineLoad:
         except MachineLoadError as exc:
             log(f"warning: the {phase} phase's machine load is not recorded: {exc}")
             return {"foreign_cpu": None, "steal": None, "seconds": self.seconds}
+
+
+def trial_phase_foreign_cpu(run: Mapping[str, Any]) -> float | None:
+    """A run record's (run.json ``runs[]``) share of the CPU other processes took during its
+    trial phase; None for a run from before the record or where it was not measured."""
+    return ((run.get("machine_load") or {}).get("trials") or {}).get("foreign_cpu")

@@ -280,10 +280,13 @@ class RunsJudgement:
     run_level: LatencyVerdict | None
     """The run level's change, judged against the whole run-to-run noise; None when the rows
     were judged on their own."""
-    relative: bool
-    """Whether each row was judged relative to the run's level (its other rows)."""
     note: str
     """Why the rows were judged on their own, when they were."""
+
+    @property
+    def relative(self) -> bool:
+        """Whether each row was judged relative to the run's level (its other rows)."""
+        return self.run_level is not None
 
 
 def _welch(left: np.ndarray, right: np.ndarray, key: Any) -> tuple[float, np.ndarray, np.ndarray]:
@@ -316,12 +319,15 @@ def judge_runs(
     rows or fewer, the data refute that premise and every row is judged on its own by
     :func:`judge_unpaired`, as it is with fewer than 3 rows or ``row_noise=None``.
     """
+
+    def each_on_its_own(note: str) -> RunsJudgement:
+        return RunsJudgement(judge_unpaired(base, new, alpha, threshold, run_noise), None, note)
+
     keys = [key for key in base if key in new]
-    if row_noise is None or len(keys) < 3:
-        note = "" if row_noise is None else "fewer than 3 rows: no other rows to judge against"
-        return RunsJudgement(
-            judge_unpaired(base, new, alpha, threshold, run_noise), None, relative=False, note=note
-        )
+    if row_noise is None:
+        return each_on_its_own("")
+    if len(keys) < 3:
+        return each_on_its_own("fewer than 3 rows: no other rows to judge against")
     welch = [
         _welch(np.asarray(base[key], np.float64), np.asarray(new[key], np.float64), key)
         for key in keys
@@ -331,12 +337,9 @@ def judge_runs(
     spreads = trial_variances + 2.0 * row_noise**2
     inside = consensus(changes, spreads, alpha)
     if 2 * inside.sum() <= len(keys):
-        note = (
+        return each_on_its_own(
             f"only {inside.sum()} of {len(keys)} rows changed alike, so no majority of rows "
             "stands for the run's level: each row judged on its own"
-        )
-        return RunsJudgement(
-            judge_unpaired(base, new, alpha, threshold, run_noise), None, relative=False, note=note
         )
     estimates: dict[Any, _Estimate] = {}
     for index, key in enumerate(keys):
@@ -362,7 +365,7 @@ def judge_runs(
     )
     verdicts = _judge_t(estimates, alpha, threshold)
     run_level = verdicts.pop(level_key)
-    return RunsJudgement(verdicts, run_level, relative=True, note="")
+    return RunsJudgement(verdicts, run_level, note="")
 
 
 def consensus(changes: np.ndarray, variances: np.ndarray, alpha: float) -> np.ndarray:
